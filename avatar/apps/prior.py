@@ -1,0 +1,228 @@
+"""`avatar prior train` / `avatar prior finetune`, and the functions train/drive call to use a prior.
+
+    predict_motion(prior_path, wav, fps, num_frames, style=None) -> np.float32 [F, M]
+    predict_prior(prior_path, wav, fps, num_frames, style=None) -> {"motion" [F, M], "blink" [F], "head_pose" [F, 6]}
+    style_from_capture(capture_dir, seconds=5.0, prior_path=None) -> (ref_audio_feats [R, D], ref_motion [R, M])
+    check_prior_for_capture(prior_path, capture_dir) -> None (PriorCheckpointError on a mismatch)
+
+Data-parallel training: `torchrun --nproc_per_node 2 -m avatar prior train DIR ... --out prior.pt`
+(gloo on CPU, nccl on GPU); without torchrun it trains in one process.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import tyro
+
+from avatar.apps.prior_config import PriorTrainConfig
+from avatar.model.motion_prior_config import MotionPriorConfig
+
+
+def _audio_cfg(d: Optional[Dict[str, Any]] = None, n_mels: Optional[int] = None):
+    from avatar.audio.features import AudioFeatureConfig
+
+    cfg = AudioFeatureConfig(**(d or {}))
+    if n_mels is not None:
+        cfg = dataclasses.replace(cfg, n_mels=n_mels)
+    return cfg
+
+
+def _log(msg: str) -> None:
+    print(f"[prior] {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class PriorTrain:
+    """Train the generic motion prior (audio -> motion codes) over many capture folders, one person each."""
+
+    dirs: tyro.conf.Positional[Tuple[Path, ...]] = ()
+    """Capture folders (avatar capture) or synth identity folders (ground_truth.npz + audio.wav)."""
+    out: Path = Path("outputs/prior.pt")
+    """Where the trained prior goes; the resumable state is written next to it (NAME.train.pt)."""
+    train: PriorTrainConfig = field(default_factory=PriorTrainConfig)
+    """Training knobs."""
+    model: MotionPriorConfig = field(default_factory=MotionPriorConfig)
+    """Architecture (audio_dim/code_dim are set from the data)."""
+    n_mels: int = 32
+    """Mel bands of the audio features (avatar.audio.features.AudioFeatureConfig.n_mels)."""
+    synthetic: int = 0
+    """Train on N procedural identities instead of folders (smoke tests and demos)."""
+    resume: bool = True
+    """Continue from NAME.train.pt when it exists (same clips and config)."""
+
+    def main(self) -> int:
+        from avatar.apps.prior_data import SYNTH_MOTION_SPACE, load_clip, synthetic_clip
+        from avatar.apps.prior_trainer import train_prior
+
+        acfg = _audio_cfg(n_mels=self.n_mels)
+        if self.synthetic and self.dirs:
+            raise ValueError("avatar prior train: give capture folders or --synthetic N, not both")
+        if self.synthetic:
+            clips = [synthetic_clip(1000 + i, acfg) for i in range(self.synthetic)]
+            space = SYNTH_MOTION_SPACE
+        else:
+            if not self.dirs:
+                raise ValueError("avatar prior train: give at least one capture folder (or --synthetic N)")
+            clips, space = [], None
+            for d in self.dirs:
+                clip, ms = load_clip(d, acfg)
+                if space is not None and ms != space:
+                    raise ValueError(f"{d}: its motion-space definition differs from {self.dirs[0]}'s; "
+                                     "all folders must be captured with the same MotionSpace")
+                space = ms
+                clips.append(clip)
+        _log(f"{len(clips)} clips, {sum(c.num_frames for c in clips)} frames")
+        train_prior(clips, space, acfg.to_dict(), self.train, self.model, self.out, resume=self.resume, log=_log)
+        _log(f"wrote {self.out}")
+        return 0
+
+
+@dataclass
+class PriorFinetune:
+    """Personalise a motion prior on one person's capture (and store their style reference in it)."""
+
+    prior: tyro.conf.Positional[Path]
+    """The generic prior (avatar prior train)."""
+    capture: tyro.conf.Positional[Path]
+    """The person's capture folder."""
+    out: Optional[Path] = None
+    """Output prior (default: next to PRIOR, NAME_<capture>.pt)."""
+    steps: int = 300
+    """Fine-tuning steps."""
+    lr: float = 2e-4
+    """Learning rate (small: adapt, do not forget)."""
+    batch_size: int = 8
+    """Windows per step."""
+    ref_seconds: float = 5.0
+    """Seconds at the start of the capture stored as the style reference in the output prior."""
+    resume: bool = False
+    """Continue an interrupted fine-tune from OUT's .train.pt."""
+
+    def main(self) -> int:
+        from avatar.apps.prior_data import load_clip
+        from avatar.apps.prior_trainer import train_prior
+        from avatar.model.motion_prior import MotionPrior
+
+        prior = MotionPrior.load(self.prior)
+        clip, ms = load_clip(self.capture, _audio_cfg(prior.audio_features))
+        out = self.out or self.prior.with_name(f"{self.prior.stem}_{Path(self.capture).name}.pt")
+        ref = max(1, min(clip.num_frames, int(round(self.ref_seconds * clip.fps))))
+        tcfg = PriorTrainConfig(steps=self.steps, lr=self.lr, batch_size=self.batch_size, warmup_steps=min(20, self.steps),
+                                style_dropout=0.0, window_frames=min(64, clip.num_frames), ref_frames=ref,
+                                checkpoint_every=max(50, self.steps // 4), log_every=50)
+        finetune_prior(prior, clip, ms, tcfg, out, ref_frames=ref, resume=self.resume)
+        _log(f"wrote {out}")
+        return 0
+
+
+def finetune_prior(prior, clip, motion_space, tcfg: PriorTrainConfig, out: Optional[Path], ref_frames: int,
+                   resume: bool = False):
+    """Fine-tune `prior` on one person's clip; the first `ref_frames` become the stored style reference."""
+    from avatar.apps.prior_trainer import train_prior
+
+    style_ref = {"audio": clip.feats[:ref_frames].clone(), "motion": clip.motion[:ref_frames].clone()}
+    return train_prior([clip], motion_space, prior.audio_features, tcfg, None, out, resume=resume, init=prior,
+                       style_ref=style_ref, log=_log)
+
+
+# ---------------------------------------------------------------------------------------------
+# the API train/drive call
+# ---------------------------------------------------------------------------------------------
+_CACHE: Dict[Tuple[str, float], Any] = {}
+
+
+def load_prior(prior_path):
+    """MotionPrior.load with a small cache keyed by (path, mtime)."""
+    from avatar.model.motion_prior import MotionPrior
+
+    p = Path(prior_path)
+    key = (str(p.resolve()), p.stat().st_mtime if p.is_file() else -1.0)
+    if key not in _CACHE:
+        if len(_CACHE) > 4:
+            _CACHE.clear()
+        _CACHE[key] = MotionPrior.load(p)
+    return _CACHE[key]
+
+
+def _style_inputs(prior, style, fps: float):
+    import numpy as np
+    import torch
+
+    from avatar.apps.prior_data import audio_clip_features
+
+    if style is None:
+        return None
+    if not (isinstance(style, (tuple, list)) and len(style) == 2):
+        raise ValueError("style must be (ref_audio_feats [R, D] or ref_wav [S], ref_motion [R, M]) or None")
+    ref_audio, ref_motion = style
+    ref_motion = torch.as_tensor(np.asarray(ref_motion, np.float32))
+    ref_audio = torch.as_tensor(np.asarray(ref_audio, np.float32))
+    if ref_motion.ndim != 2 or ref_motion.shape[1] != prior.motion_dim:
+        raise ValueError(f"style: ref_motion must be [R, {prior.motion_dim}], got {tuple(ref_motion.shape)}")
+    if ref_audio.ndim == 1:  # a wav: features for the R reference frames
+        ref_audio = audio_clip_features(ref_audio.numpy(), fps, ref_motion.shape[0], _audio_cfg(prior.audio_features))[0]
+    if ref_audio.shape != (ref_motion.shape[0], prior.cfg.audio_dim):
+        raise ValueError(f"style: ref_audio_feats must be [R={ref_motion.shape[0]}, {prior.cfg.audio_dim}] "
+                         f"(features of the prior's audio config), got {tuple(ref_audio.shape)}")
+    return ref_audio, ref_motion
+
+
+def predict_prior(prior_path, wav, fps: float, num_frames: int, style=None, use_stored_style: bool = True
+                  ) -> Dict[str, "Any"]:
+    """Audio -> {"motion": np.float32 [F, M] motion codes (the prior's MotionSpace), "blink": [F] in [0, 1],
+    "head_pose": [F, 6] rotation vector + translation relative to the mean pose}.
+
+    wav: np.float32 [S] 16 kHz mono. style: (ref_audio_feats [R, D] (or a ref wav [S]), ref_motion [R, M])
+    of the target person, or None: then the reference stored by `avatar prior finetune` is used when
+    present and use_stored_style, else the prior runs without style."""
+    import numpy as np
+
+    from avatar.apps.prior_data import audio_clip_features
+
+    if num_frames < 1 or fps <= 0:
+        raise ValueError(f"predict_motion: need num_frames >= 1 and fps > 0, got {num_frames}, {fps}")
+    prior = load_prior(prior_path)
+    feats, pitch = audio_clip_features(np.asarray(wav, np.float32), fps, int(num_frames), _audio_cfg(prior.audio_features))
+    st = _style_inputs(prior, style, fps)
+    if st is None and use_stored_style and prior.style_ref is not None and prior.cfg.style:
+        st = (prior.style_ref["audio"], prior.style_ref["motion"])
+    out = prior.predict(feats, pitch, st)
+    return {k: v.cpu().numpy().astype(np.float32) for k, v in out.items()}
+
+
+def predict_motion(prior_path, wav, fps: float, num_frames: int, style=None):
+    """Audio -> motion codes np.float32 [F, M] (see predict_prior)."""
+    return predict_prior(prior_path, wav, fps, num_frames, style)["motion"]
+
+
+def style_from_capture(capture_dir, seconds: float = 5.0, prior_path=None):
+    """A person's style reference from their capture folder: (ref_audio_feats [R, D], ref_motion [R, M]),
+    the first `seconds`. With prior_path, features use the prior's audio config and the capture's
+    motion space is checked against the prior's."""
+    from avatar.apps.prior_data import load_clip
+
+    prior = load_prior(prior_path) if prior_path is not None else None
+    clip, ms = load_clip(capture_dir, _audio_cfg(prior.audio_features if prior else None))
+    if prior is not None:
+        prior.check_motion_space(ms, str(capture_dir))
+    r = max(1, min(clip.num_frames, int(round(seconds * clip.fps))))
+    return clip.feats[:r].numpy(), clip.motion[:r].numpy()
+
+
+def check_prior_for_capture(prior_path, capture_dir) -> None:
+    """Raise PriorCheckpointError when the prior's motion space/dimension differs from the capture's."""
+    from avatar.data import load_capture
+    from avatar.model.motion_prior import PriorCheckpointError
+
+    prior = load_prior(prior_path)
+    ds = load_capture(capture_dir)
+    if ds.motion_space is None:
+        raise PriorCheckpointError(f"{capture_dir}: no motion-space definition in transforms.json (re-run tracking)")
+    prior.check_motion_space(ds.motion_space.to_dict(), str(capture_dir))
+    m = ds.tracks["motion"].shape[1]
+    if m != prior.motion_dim:
+        raise PriorCheckpointError(f"{capture_dir}: motion codes have M={m}, the prior predicts M={prior.motion_dim}")

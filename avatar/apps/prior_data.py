@@ -1,0 +1,288 @@
+"""Training/evaluation data of the motion prior: one `PriorClip` per person (or recording).
+
+    clip_from_capture(dir, audio_cfg)     a capture folder (avatar.data.load_capture): its audio,
+                                          tracks "motion", "blink", "head_pose"
+    clip_from_synth(dir, audio_cfg)       an `avatar synth` identity folder (audio.wav +
+                                          ground_truth.npz landmarks3d through MotionSpace.encode)
+    synthetic_identity(seed, ...)         procedural speech-like audio and motion codes with a known
+                                          per-identity speaking style (in-test data and the bench's
+                                          fallback; no files)
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+
+@dataclass
+class PriorClip:
+    """One person's aligned sequences at `fps` (F frames)."""
+
+    name: str
+    feats: torch.Tensor    # [F, Da] audio features (avatar.audio.features.frame_features)
+    pitch: torch.Tensor    # [F, 3] avatar.model.motion_prior.frame_pitch
+    motion: torch.Tensor   # [F, M] motion codes
+    blink: torch.Tensor    # [F] in [0, 1]
+    pose: torch.Tensor     # [F, 6] rotation vector + translation relative to the clip's mean pose
+    fps: float
+    info: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.feats.shape[0])
+
+    def check(self) -> "PriorClip":
+        f = self.num_frames
+        for name, t, tail in (("pitch", self.pitch, (3,)), ("motion", self.motion, None), ("blink", self.blink, ()),
+                              ("pose", self.pose, (6,))):
+            if t.shape[0] != f or (tail is not None and tuple(t.shape[1:]) != tail):
+                raise ValueError(f"{self.name}: {name} has shape {tuple(t.shape)}, expected [{f}, ...] matching "
+                                 f"the {f} audio-feature frames")
+            if not torch.isfinite(t).all():
+                raise ValueError(f"{self.name}: {name} contains NaN/inf")
+        if self.motion.ndim != 2:
+            raise ValueError(f"{self.name}: motion must be [F, M], got {tuple(self.motion.shape)}")
+        return self
+
+    def slice(self, a: int, b: int, name: Optional[str] = None) -> "PriorClip":
+        return PriorClip(name or f"{self.name}[{a}:{b}]", self.feats[a:b], self.pitch[a:b], self.motion[a:b],
+                         self.blink[a:b], self.pose[a:b], self.fps, dict(self.info))
+
+
+# ---------------------------------------------------------------------------------------------
+def pose_channels(head_pose: np.ndarray) -> np.ndarray:
+    """head_pose [F, 4, 4] (camera-to-head) -> [F, 6]: rotation vector of R_mean^T R_t and
+    translation minus its mean, i.e. head motion relative to the clip's average pose."""
+    from scipy.spatial.transform import Rotation
+
+    hp = np.asarray(head_pose, np.float64)
+    if hp.ndim != 3 or hp.shape[1:] != (4, 4):
+        raise ValueError(f"head_pose must be [F, 4, 4], got {hp.shape}")
+    rot = Rotation.from_matrix(hp[:, :3, :3])
+    mean = rot.mean()
+    rv = (mean.inv() * rot).as_rotvec()
+    tr = hp[:, :3, 3] - hp[:, :3, 3].mean(0)
+    return np.concatenate([rv, tr], 1).astype(np.float32)
+
+
+def audio_clip_features(wav: np.ndarray, fps: float, num_frames: int, audio_cfg) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(feats [F, Da], pitch [F, 3]) of 16 kHz mono audio for F video frames."""
+    from avatar.audio.features import frame_features
+    from avatar.model.motion_prior import frame_pitch
+
+    return frame_features(wav, fps, num_frames, audio_cfg), frame_pitch(wav, fps, num_frames)
+
+
+def clip_from_capture(path, audio_cfg) -> Tuple[PriorClip, Dict[str, Any]]:
+    """A capture folder -> (PriorClip, motion-space definition dict). Multi-view folders use the
+    first camera's frames (one per time)."""
+    from avatar.data import DatasetError, load_capture
+
+    ds = load_capture(path)
+    if not ds.has_audio:
+        raise DatasetError("the motion prior needs audio; this capture has none (captured with --allow-no-audio)",
+                           Path(path) / "audio.wav", "audio")
+    if ds.motion_space is None:
+        raise DatasetError('no "avatar.motion_space" definition; re-run the tracking stage',
+                           Path(path) / "transforms.json", "tracking")
+    times = ds.frame_times
+    _, first = np.unique(times, return_index=True)        # one frame per time (first camera)
+    first = np.sort(first)
+    t = times[first]
+    tr = ds.tracks
+    for k in ("motion", "blink", "head_pose"):
+        if k not in tr:
+            raise DatasetError(f'tracks.npz has no "{k}"', Path(path) / "tracks.npz", "tracking")
+    wav = ds.audio
+    n_all = int(t.max()) + 1
+    feats, pitch = audio_clip_features(wav, ds.fps, n_all, audio_cfg)
+    clip = PriorClip(Path(path).name, feats[t], pitch[t], torch.from_numpy(np.asarray(tr["motion"][first], np.float32)),
+                     torch.from_numpy(np.asarray(tr["blink"][first], np.float32)),
+                     torch.from_numpy(pose_channels(tr["head_pose"][first])), ds.fps,
+                     {"source": "capture", "path": str(path), "dropped_frames": int(n_all - len(t))})
+    return clip.check(), ds.motion_space.to_dict()
+
+
+def clip_from_synth(path, audio_cfg, fps: Optional[float] = None) -> Tuple[PriorClip, Dict[str, Any]]:
+    """An `avatar synth` identity folder (audio.wav + ground_truth.npz) -> (PriorClip, motion-space dict).
+    Motion codes come from the ground-truth landmarks3d through the default MotionSpace (neutral
+    estimated from the clip, as capture does), so no capture run is needed."""
+    from avatar.data.motion import MotionSpace
+    from avatar.media.audio import load_audio
+
+    path = Path(path)
+    gt_path = path / "ground_truth.npz"
+    if not gt_path.is_file():
+        raise FileNotFoundError(f"{gt_path}: missing (made by `avatar synth`)")
+    gt = np.load(gt_path, allow_pickle=False)
+    if "landmarks3d" not in gt:
+        raise ValueError(f"{gt_path}: no 'landmarks3d' array (keys: {sorted(gt.files)})")
+    lm = gt["landmarks3d"]
+    f = lm.shape[0]
+    if fps is None:
+        fps = float(gt["fps"]) if "fps" in gt else None
+    if fps is None:
+        raise ValueError(f"{gt_path}: no 'fps' array; pass fps")
+    wav_path = next((p for p in (path / "audio.wav", path / "video.mp4") if p.is_file()), None)
+    if wav_path is None:
+        raise FileNotFoundError(f"{path}: neither audio.wav nor video.mp4 (made by `avatar synth`)")
+    wav = load_audio(wav_path)
+    ms = MotionSpace()
+    neutral = ms.estimate_neutral(lm, gt["mouth_open"] if "mouth_open" in gt else None,
+                                  gt["blink"] if "blink" in gt else None)
+    motion = ms.encode(lm, neutral)
+    blink = np.asarray(gt["blink"], np.float32) if "blink" in gt else np.zeros(f, np.float32)
+    if "head_pose" in gt and gt["head_pose"].shape == (f, 4, 4):
+        pose = pose_channels(gt["head_pose"])
+    else:
+        pose = np.zeros((f, 6), np.float32)
+    feats, pitch = audio_clip_features(wav, fps, f, audio_cfg)
+    info: Dict[str, Any] = {"source": "synth_ground_truth", "path": str(path)}
+    for k in gt.files:
+        if k.startswith("style") and gt[k].size < 64:
+            info[k] = gt[k].tolist()
+    clip = PriorClip(path.name, feats, pitch, torch.from_numpy(motion), torch.from_numpy(blink),
+                     torch.from_numpy(pose), fps, info)
+    return clip.check(), ms.to_dict()
+
+
+def load_clip(path, audio_cfg) -> Tuple[PriorClip, Dict[str, Any]]:
+    """A capture folder (transforms.json) or, failing that, a synth identity folder (ground_truth.npz)."""
+    p = Path(path)
+    if (p / "transforms.json").is_file():
+        return clip_from_capture(p, audio_cfg)
+    if (p / "ground_truth.npz").is_file():
+        return clip_from_synth(p, audio_cfg)
+    raise FileNotFoundError(f"{p}: neither a capture folder (transforms.json, from `avatar capture`) nor a synth "
+                            "identity folder (ground_truth.npz, from `avatar synth`)")
+
+
+# ---------------------------------------------------------------------------------------------
+# procedural identities (no files): speech-like audio and motion codes with a known style
+# ---------------------------------------------------------------------------------------------
+SYNTH_MOTION_SPACE = {"kind": "procedural", "version": 1,
+                      "about": "avatar.apps.prior_data.synthetic_identity: fixed random bases for open/spread/round/asym"}
+
+
+@dataclass
+class SynthStyle:
+    """Known per-identity speaking style."""
+
+    gain: float        # mouth-opening amplitude per unit of loudness
+    asym: float        # left-right asymmetry as a fraction of the opening
+    smooth_s: float    # articulation smoothing (time constant, s)
+    rate: float        # syllables per second
+    f0: float          # base pitch, Hz (not predictive of the style)
+
+
+def random_style(rng: np.random.Generator) -> SynthStyle:
+    return SynthStyle(gain=float(rng.uniform(0.4, 1.6)), asym=float(rng.uniform(-0.5, 0.5)),
+                      smooth_s=float(rng.uniform(0.03, 0.09)), rate=float(rng.uniform(3.0, 5.5)),
+                      f0=float(rng.uniform(95, 240)))
+
+
+def _bases(motion_dim: int) -> np.ndarray:
+    """[4, M] fixed person-agnostic directions: open, spread, round, asymmetry."""
+    g = np.random.default_rng(12345)
+    b = g.normal(size=(4, motion_dim))
+    q, _ = np.linalg.qr(b.T)
+    return q.T[:4].astype(np.float64)
+
+
+def synthetic_identity(seed: int, seconds: float = 20.0, fps: float = 25.0, motion_dim: int = 24,
+                       style: Optional[SynthStyle] = None, sr: int = 16000
+                       ) -> Tuple[np.ndarray, Dict[str, np.ndarray], SynthStyle]:
+    """Speech-like audio (voiced syllables on a per-identity pitch with vowel formants, pauses of
+    silence) and its ground truth: motion codes [F, M] (mouth opening follows the smoothed syllable
+    envelope times the identity's gain; spread/round follow the vowel; asymmetry is a fixed fraction
+    of the opening), blink [F] (random, audio-independent) and pose [F, 6] (slow drift + small nods
+    on stressed syllables). Returns (wav [S] float32, {"motion", "blink", "pose", "open"}, style)."""
+    rng = np.random.default_rng(seed)
+    st = style or random_style(rng)
+    n = int(round(seconds * sr))
+    f_frames = int(np.floor(seconds * fps))
+    env = np.zeros(n)
+    vowel = np.zeros((n, 3))
+    t = 0.0
+    while t < seconds:
+        if rng.random() < 0.12:                               # pause (silence)
+            t += rng.uniform(0.3, 1.0)
+            continue
+        dur = rng.uniform(0.6, 1.4) / st.rate
+        a, b = int(t * sr), min(n, int((t + dur) * sr))
+        if b > a:
+            ph = np.linspace(0, np.pi, b - a)
+            env[a:b] = np.maximum(env[a:b], rng.uniform(0.4, 1.0) * np.sin(ph) ** 1.5)
+            vowel[a:b, rng.integers(3)] = 1.0
+        t += dur + rng.uniform(0.0, 0.08)
+    # source: harmonics of a gliding f0; vowels as harmonic weights around two formants
+    ts = np.arange(n) / sr
+    f0 = st.f0 * (1 + 0.08 * np.sin(2 * np.pi * 0.7 * ts + rng.uniform(0, 6)))
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    formants = np.array([[750, 1200], [300, 2300], [350, 800]], float)    # a, i, u
+    wav = np.zeros(n)
+    for k in range(1, 25):
+        fk = k * f0
+        w = np.zeros(n)
+        for v in range(3):
+            gain_v = sum(np.exp(-0.5 * ((fk - fm) / 150.0) ** 2) for fm in formants[v])
+            w += vowel[:, v] * gain_v
+        wav += (w + 0.05) / k * np.sin(k * phase)
+    wav *= env
+    wav += 0.02 * rng.normal(size=n) * (env > 0.05)                        # breath/fricative noise
+    wav = wav / (np.abs(wav).max() + 1e-9) * 0.5
+    wav += 1e-4 * rng.normal(size=n)                                       # room noise
+    # ground truth at frame rate (frame t covers [t/fps, (t+1)/fps))
+    idx = ((np.arange(f_frames) + 0.5) / fps * sr).astype(int).clip(0, n - 1)
+    e = env[idx]
+    vf = vowel[idx]
+    alpha = 1 - np.exp(-1.0 / (fps * st.smooth_s))
+    op = np.zeros(f_frames)
+    sm = np.zeros((f_frames, 3))
+    for i in range(f_frames):                                              # causal articulation smoothing
+        prev = op[i - 1] if i else 0.0
+        op[i] = prev + alpha * (e[i] * (1.0 - 0.5 * vf[i, 1]) - prev)
+        sm[i] = (sm[i - 1] if i else 0.0) + alpha * (vf[i] * e[i] - (sm[i - 1] if i else 0.0))
+    opening = st.gain * op
+    bases = _bases(motion_dim)
+    motion = (opening[:, None] * bases[0] + 0.6 * st.gain * sm[:, 1:2] * bases[1] + 0.6 * st.gain * sm[:, 2:3] * bases[2]
+              + st.asym * opening[:, None] * bases[3])
+    motion += 0.01 * rng.normal(size=motion.shape)
+    blink = np.zeros(f_frames)
+    tb = rng.uniform(0.5, 3.0)
+    while tb < seconds:
+        c = tb * fps
+        blink = np.maximum(blink, np.clip(1 - np.abs(np.arange(f_frames) - c) / 2.0, 0, 1))
+        tb += rng.uniform(2.0, 5.0)
+    pose = np.zeros((f_frames, 6))
+    drift = np.cumsum(rng.normal(scale=0.002, size=(f_frames, 3)), 0)
+    pose[:, :3] = drift - drift.mean(0)
+    pose[:, 0] += 0.03 * op
+    gt = {"motion": motion.astype(np.float32), "blink": blink.astype(np.float32), "pose": pose.astype(np.float32),
+          "open": opening.astype(np.float32)}
+    return wav.astype(np.float32), gt, st
+
+
+def synthetic_clip(seed: int, audio_cfg=None, seconds: float = 20.0, fps: float = 25.0, motion_dim: int = 24,
+                   features=None) -> PriorClip:
+    """synthetic_identity -> PriorClip. `features(wav, fps, F) -> [F, Da]` overrides the audio features
+    (default: avatar.audio.features.frame_features with audio_cfg)."""
+    from avatar.model.motion_prior import frame_pitch
+
+    wav, gt, st = synthetic_identity(seed, seconds, fps, motion_dim)
+    f = gt["motion"].shape[0]
+    if features is None:
+        from avatar.audio.features import frame_features
+        feats = frame_features(wav, fps, f, audio_cfg)
+    else:
+        feats = features(wav, fps, f)
+    clip = PriorClip(f"synthetic_{seed}", feats, frame_pitch(wav, fps, f), torch.from_numpy(gt["motion"]),
+                     torch.from_numpy(gt["blink"]), torch.from_numpy(gt["pose"]), fps,
+                     {"source": "procedural", "seed": seed, "style": json.loads(json.dumps(st.__dict__)),
+                      "open": gt["open"].tolist()})
+    return clip.check()

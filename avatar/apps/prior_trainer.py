@@ -1,0 +1,277 @@
+"""Training loop of the motion prior, single-process or data-parallel on torch.distributed.
+
+Launch: `avatar prior train ...` (one process), or `torchrun --nproc_per_node N -m avatar prior train ...`
+(gloo on CPU, nccl on GPU; rank/world from the torchrun environment). Every rank holds all clips (they
+are small per-frame arrays), fits the same normalisation/PCA deterministically, and draws the same
+*global* batch each step from a generator seeded by (seed, step); rank r trains on its slice of it, DDP
+all-reduces (averages) the gradients. So N processes x batch B follow the same trajectory as one process
+with batch N*B (up to float reassociation), and a resumed run continues exactly (the batch of step s
+does not depend on history). Rank 0 writes the checkpoints (atomic), everyone waits at a barrier.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from avatar.apps.prior_config import PriorTrainConfig
+from avatar.apps.prior_data import PriorClip
+from avatar.model.motion_prior import MotionPrior, PriorCheckpointError, plain
+from avatar.model.motion_prior_config import MotionPriorConfig
+from avatar.model.motion_space_pca import MotionPCA
+
+
+def train_state_path(out: Path) -> Path:
+    """The resumable training checkpoint next to the final prior: prior.pt -> prior.train.pt."""
+    out = Path(out)
+    return out.with_name(out.stem + ".train" + (out.suffix or ".pt"))
+
+
+# ---------------------------------------------------------------------------------------------
+def setup_distributed(device: str = "auto") -> Tuple[int, int, torch.device, bool]:
+    """(rank, world_size, device, initialised_here). Initialises the default process group from the
+    torchrun environment (WORLD_SIZE > 1) when it is not initialised yet: nccl with CUDA, else gloo."""
+    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device='cuda' requested but torch.cuda.is_available() is False")
+    created = False
+    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        created = True
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", rank % max(1, torch.cuda.device_count())))
+        torch.cuda.set_device(local)
+        dev = torch.device("cuda", local)
+    else:
+        dev = torch.device("cpu")
+    return rank, world, dev, created
+
+
+# ---------------------------------------------------------------------------------------------
+def _stats(x: torch.Tensor, floor: float = 1e-3) -> Tuple[torch.Tensor, torch.Tensor]:
+    x = x.double()
+    return x.mean(0).float(), x.std(0).clamp_min(floor).float()
+
+
+def build_prior(clips: List[PriorClip], motion_space: Dict[str, Any], audio_features: Dict[str, Any],
+                mcfg: MotionPriorConfig, tcfg: PriorTrainConfig) -> MotionPrior:
+    """Fit normalisers and the PCA on the clips and create an untrained prior (seeded)."""
+    feats = torch.cat([c.feats for c in clips])
+    pitch = torch.cat([c.pitch for c in clips])
+    codes = torch.cat([c.motion for c in clips])
+    pose = torch.cat([c.pose for c in clips])
+    pca = MotionPCA.fit(codes, tcfg.pca_var, tcfg.pca_max_components or None)
+    cfg = dataclasses.replace(mcfg, audio_dim=int(feats.shape[1]), code_dim=pca.latent_dim)
+    am, asd = _stats(feats)
+    pm, psd = _stats(pitch)
+    qm, qsd = _stats(pose, 1e-4)
+    torch.manual_seed(tcfg.seed)
+    return MotionPrior(cfg, pca, motion_space, audio_features, am, asd, pm, psd, qm, qsd,
+                       meta={"identities": [c.name for c in clips], "fps": float(clips[0].fps),
+                             "frames": int(sum(c.num_frames for c in clips))})
+
+
+def check_clips(clips: List[PriorClip], window: int) -> int:
+    """Validate a clip list; returns the reference length usable by every clip."""
+    if not clips:
+        raise ValueError("motion prior: no training clips")
+    m = {c.motion.shape[1] for c in clips}
+    d = {c.feats.shape[1] for c in clips}
+    if len(m) != 1 or len(d) != 1:
+        raise ValueError(f"motion prior: clips disagree on motion dim {sorted(m)} or audio-feature dim {sorted(d)}: "
+                         + ", ".join(f"{c.name}: M={c.motion.shape[1]} D={c.feats.shape[1]}" for c in clips))
+    fps = {round(c.fps, 3) for c in clips}
+    if len(fps) != 1:
+        raise ValueError(f"motion prior: clips have different fps {sorted(fps)}; capture them at one rate (--fps)")
+    short = [f"{c.name} ({c.num_frames})" for c in clips if c.num_frames < window]
+    if short:
+        raise ValueError(f"motion prior: clips shorter than window_frames={window}: {short}")
+    return min(c.num_frames for c in clips)
+
+
+class _TrainStep(nn.Module):
+    """The whole per-batch computation (so DDP sees one forward per backward and every parameter
+    takes part, with or without style dropout)."""
+
+    def __init__(self, prior: MotionPrior, tcfg: PriorTrainConfig):
+        super().__init__()
+        self.prior = prior
+        self.tcfg = tcfg
+
+    def forward(self, feats, pitch, codes, blink, pose, ref_feats, ref_codes, drop) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        # feats [B,T,Da], pitch [B,T,3], codes [B,T,M], blink [B,T], pose [B,T,6],
+        # ref_feats [B,R,Da], ref_codes [B,R,M], drop [B] bool
+        p, t = self.prior, self.tcfg
+        style = None
+        if p.cfg.style:
+            tokens = p.style_tokens(ref_feats, ref_codes)                          # [B,S,d]
+            null = p.net.null_style[None].expand_as(tokens)
+            style = torch.where(drop[:, None, None], null, tokens)
+        out = p(feats, pitch, style)
+        z = p.encode_motion(codes)                                                  # [B,T,K]
+        w = p.pca.scale.to(z) ** 2
+        w = w / w.sum()
+        err = out["motion"] - z
+        l_motion = (err ** 2 * w).sum(-1).mean()
+        l_vel = ((err[:, 1:] - err[:, :-1]) ** 2 * w).sum(-1).mean() if err.shape[1] > 1 else err.sum() * 0
+        l_blink = F.binary_cross_entropy_with_logits(out["blink_logit"], blink.clamp(0, 1))
+        l_pose = ((out["pose"] - (pose - p.pose_mean) / p.pose_std) ** 2).mean()
+        loss = t.motion_weight * l_motion + t.velocity_weight * l_vel + t.blink_weight * l_blink + t.pose_weight * l_pose
+        return loss, {"motion": l_motion.detach(), "velocity": l_vel.detach(), "blink": l_blink.detach(),
+                      "pose": l_pose.detach()}
+
+
+def sample_global_batch(clips: List[PriorClip], step: int, global_batch: int, window: int, ref: int,
+                        tcfg: PriorTrainConfig) -> List[Tuple[int, int, int, bool]]:
+    """The global batch of `step`: (clip index, target start, reference start, drop style) per sample;
+    identical on every rank and independent of history (exact resume)."""
+    g = torch.Generator().manual_seed(tcfg.seed * 1_000_003 + step + 1)
+    out = []
+    for _ in range(global_batch):
+        ci = int(torch.randint(len(clips), (1,), generator=g))
+        n = clips[ci].num_frames
+        s = int(torch.randint(n - window + 1, (1,), generator=g))
+        before = max(0, s - ref + 1)                   # ref starts r with r + ref <= s
+        after = max(0, n - ref - (s + window) + 1)     # ref starts r >= s + window
+        if before + after > 0:
+            u = int(torch.randint(before + after, (1,), generator=g))
+            r = u if u < before else s + window + (u - before)
+        else:                                          # clip too short for a disjoint reference
+            r = int(torch.randint(n - ref + 1, (1,), generator=g))
+        drop = bool(torch.rand((), generator=g) < tcfg.style_dropout)
+        out.append((ci, s, r, drop))
+    return out
+
+
+def _collate(clips: List[PriorClip], items, window: int, ref: int, dev: torch.device):
+    def stack(get):
+        return torch.stack([get(clips[ci], s, r) for ci, s, r, _ in items]).to(dev)
+    return (stack(lambda c, s, r: c.feats[s:s + window]), stack(lambda c, s, r: c.pitch[s:s + window]),
+            stack(lambda c, s, r: c.motion[s:s + window]), stack(lambda c, s, r: c.blink[s:s + window]),
+            stack(lambda c, s, r: c.pose[s:s + window]), stack(lambda c, s, r: c.feats[r:r + ref]),
+            stack(lambda c, s, r: c.motion[r:r + ref]),
+            torch.tensor([d for *_, d in items], dtype=torch.bool, device=dev))
+
+
+def lr_at(step: int, tcfg: PriorTrainConfig) -> float:
+    if step < tcfg.warmup_steps:
+        return tcfg.lr * (step + 1) / tcfg.warmup_steps
+    p = (step - tcfg.warmup_steps) / max(1, tcfg.steps - tcfg.warmup_steps)
+    f = tcfg.lr_final_fraction
+    return tcfg.lr * (f + (1 - f) * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
+
+
+def _check_resume(ck: Dict[str, Any], prior: MotionPrior, path: Path) -> None:
+    if "train_state" not in ck:
+        raise PriorCheckpointError(f"{path}: not a resumable training checkpoint (no train_state)")
+    old = MotionPrior.from_checkpoint(ck, str(path))
+    if old.cfg != prior.cfg:
+        raise PriorCheckpointError(f"{path}: model config differs from this run's ({old.cfg} vs {prior.cfg}); "
+                                   "use --no-resume or another --out")
+    old.check_motion_space(prior.motion_space, str(path))
+    old.check_audio_features(prior.audio_features, str(path))
+    if old.meta.get("identities") != prior.meta.get("identities"):
+        raise PriorCheckpointError(f"{path}: trained on other clips {old.meta.get('identities')}; "
+                                   "use --no-resume or another --out")
+
+
+def train_prior(clips: List[PriorClip], motion_space: Dict[str, Any], audio_features: Dict[str, Any],
+                tcfg: PriorTrainConfig, mcfg: Optional[MotionPriorConfig] = None, out: Optional[Path] = None, *,
+                resume: bool = True, init: Optional[MotionPrior] = None, style_ref: Optional[Dict[str, torch.Tensor]] = None,
+                meta: Optional[Dict[str, Any]] = None, log: Callable[[str], None] = print) -> MotionPrior:
+    """Train (or, with `init`, fine-tune) a prior on `clips`; writes `out` (final prior) and
+    train_state_path(out) (resumable) from rank 0. Returns the trained prior (on CPU) on every rank."""
+    rank, world, dev, created = setup_distributed(tcfg.device)
+    try:
+        window = tcfg.window_frames
+        min_len = check_clips(clips, window)
+        ref = min(tcfg.ref_frames, min_len)
+        if init is not None:
+            prior = MotionPrior.from_checkpoint(init.checkpoint(), "init")
+            if prior.motion_dim != clips[0].motion.shape[1] or prior.cfg.audio_dim != clips[0].feats.shape[1]:
+                raise PriorCheckpointError(f"fine-tune: the prior expects motion dim {prior.motion_dim} and audio dim "
+                                           f"{prior.cfg.audio_dim}; the clip has {clips[0].motion.shape[1]} and "
+                                           f"{clips[0].feats.shape[1]}")
+            prior.check_motion_space(motion_space, clips[0].name)
+            prior.check_audio_features(audio_features, clips[0].name)
+            prior.meta = dict(prior.meta, finetuned_on=[c.name for c in clips])
+        else:
+            prior = build_prior(clips, motion_space, audio_features, mcfg or MotionPriorConfig(), tcfg)
+        if meta:
+            prior.meta.update(plain(meta))
+        if style_ref is not None:
+            prior.style_ref = style_ref
+        prior.to(dev)
+        opt = torch.optim.AdamW(prior.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+        start = 0
+        state_path = train_state_path(out) if out is not None else None
+        if resume and state_path is not None and state_path.is_file():
+            ck = torch.load(state_path, map_location="cpu", weights_only=True)
+            _check_resume(ck, prior, state_path)
+            prior.net.load_state_dict(ck["state_dict"])
+            opt.load_state_dict(ck["train_state"]["optimizer"])
+            start = int(ck["train_state"]["step"])
+            if ck["train_state"].get("world_size", world) * ck["train_state"].get("batch_size", tcfg.batch_size) \
+                    != world * tcfg.batch_size and rank == 0:
+                log(f"warning: resuming with a different global batch than {state_path} was trained with")
+            if rank == 0:
+                log(f"resumed {state_path} at step {start}/{tcfg.steps}")
+        step_mod = _TrainStep(prior, tcfg)
+        model = step_mod
+        if world > 1:
+            model = nn.parallel.DistributedDataParallel(step_mod, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+        def save(step: int, final: bool) -> None:
+            if rank != 0 or out is None:
+                return
+            prior.save(state_path, extra={"train_state": {"step": step, "optimizer": opt.state_dict(),
+                                                           "config": dataclasses.asdict(tcfg),
+                                                           "world_size": world, "batch_size": tcfg.batch_size}})
+            if final:
+                prior.save(out)
+
+        gb = tcfg.batch_size * world
+        prior.train()
+        running: Dict[str, float] = {}
+        for step in range(start, tcfg.steps):
+            torch.manual_seed(tcfg.seed * 7919 + step * 31 + rank)     # dropout noise: a function of (step, rank)
+            items = sample_global_batch(clips, step, gb, window, ref, tcfg)[rank * tcfg.batch_size:(rank + 1) * tcfg.batch_size]
+            batch = _collate(clips, items, window, ref, dev)
+            for gparam in opt.param_groups:
+                gparam["lr"] = lr_at(step, tcfg)
+            loss, parts = model(*batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"motion prior: non-finite loss at step {step} ({ {k: float(v) for k, v in parts.items()} }); "
+                                         f"the last good checkpoint is {state_path}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if tcfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(prior.parameters(), tcfg.grad_clip)
+            opt.step()
+            for k, v in parts.items():
+                running[k] = running.get(k, 0.0) + float(v)
+            if rank == 0 and tcfg.log_every and (step + 1) % tcfg.log_every == 0:
+                log(f"step {step + 1}/{tcfg.steps} lr {lr_at(step, tcfg):.2e} "
+                    + " ".join(f"{k} {v / tcfg.log_every:.4f}" for k, v in running.items()))
+                running = {}
+            if tcfg.checkpoint_every and (step + 1) % tcfg.checkpoint_every == 0 and step + 1 < tcfg.steps:
+                save(step + 1, False)
+                if world > 1:
+                    dist.barrier()
+        save(tcfg.steps, True)
+        if world > 1:
+            dist.barrier()
+        prior.eval()
+        return prior.cpu()
+    finally:
+        if created:
+            dist.destroy_process_group()

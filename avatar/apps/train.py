@@ -1,0 +1,441 @@
+"""`avatar train DATA [--preset NAME] [--resume] [--out DIR]`: capture folder -> avatar checkpoint.
+
+One trainer; the stages (static canonical avatar, deformation, joint fine-tune) are `phases` of the
+config. Output folder:
+    config.yaml                resolved TrainConfig (reload with train_config.load_config(path))
+    checkpoints/step_NNNNNN.pt training checkpoints (model + optimizer + strategy state + RNG + step), atomic
+    avatar.pt                  final avatar checkpoint (AvatarModel.load)
+    previews/step_NNNNNN.png   predicted | ground truth of a held-out frame
+    eval.json                  held-out metrics (avatar.apps.evaluate)
+    tb/                        tensorboard events (logger="tensorboard")
+
+Python API (used by `avatar demo`):
+    train(data_dir, out_dir, preset="tiny", overrides=None, progress=True, resume=False) -> Path (avatar.pt)
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+TRAIN_CKPT_FORMAT = "avatar-train-checkpoint"
+TRAIN_CKPT_VERSION = 1
+
+
+class TrainingError(RuntimeError):
+    """Training cannot continue (non-finite loss, bad resume folder); the message says what to do."""
+
+
+def _import_torch():
+    import torch
+
+    return torch
+
+
+# ---- model construction ---------------------------------------------------------------------------------
+def init_landmarks(ds, train_idx) -> Optional[np.ndarray]:
+    """Face landmarks [478,3] in the head frame to seed the Gaussians: the person's median tracked 3D
+    landmarks when the capture has them, else the canonical face."""
+    tracks = getattr(ds, "tracks", None) or {}
+    lm3 = tracks.get("landmarks3d")
+    if lm3 is not None and len(lm3):
+        arr = np.asarray(lm3, np.float32)[np.asarray(train_idx)]
+        med = np.median(arr, 0)
+        if np.isfinite(med).all():
+            return med
+    try:
+        from avatar.data.face_model import CANONICAL
+
+        return np.asarray(CANONICAL, np.float32)
+    except Exception:  # face model not available: random/shell init only
+        return None
+
+
+def build_model(cfg, ds, data):
+    """A fresh AvatarModel for `cfg` (TrainConfig) and the frames `data` (FrameData)."""
+    torch = _import_torch()
+    from avatar.model.avatar import AvatarModel
+    from avatar.model.gaussians import init_gaussians
+
+    mcfg = cfg.model
+    mcfg.audio_dim = int(data.audio.shape[-1])
+    mcfg.motion_dim = int(data.motion.shape[-1]) if (data.motion is not None and mcfg.deform.use_motion) else 0
+    torch.manual_seed(cfg.seed)
+    g = init_gaussians(mcfg.gaussians, init_landmarks(ds, data.train_idx), seed=cfg.seed)
+    ms = getattr(ds, "motion_space", None)
+    if ms is not None and hasattr(ms, "to_dict"):
+        ms = ms.to_dict()
+    return AvatarModel(mcfg, g, audio_config=dataclasses.asdict(cfg.audio_features),
+                       motion_space=ms if isinstance(ms, dict) else None)
+
+
+GAUSSIAN_GROUPS = ("means", "quats", "log_scales", "opacities", "colors")
+CANONICAL_GROUPS = GAUSSIAN_GROUPS + ("triplane", "color_head")
+DEFORM_GROUPS = ("audio", "face_deform", "mouth_deform")
+
+
+def make_optimizer(model, cfg):
+    """Adam with one named param group per part (order fixed: resume relies on it)."""
+    torch = _import_torch()
+    o = cfg.optim
+    ext = cfg.strategy.scene_extent
+    lrs = {"means": o.lr_means * ext, "quats": o.lr_quats, "log_scales": o.lr_scales,
+           "opacities": o.lr_opacities, "colors": o.lr_colors}
+    groups = [{"name": k, "params": [model.gaussians.params[k]], "lr": lrs[k], "base_lr": lrs[k]}
+              for k in GAUSSIAN_GROUPS]
+    for name, mod, lr in (("triplane", model.triplane, o.lr_triplane), ("color_head", model.color_head, o.lr_color_head),
+                          ("audio", model.audio_encoder, o.lr_audio), ("face_deform", model.face_deform, o.lr_deform),
+                          ("mouth_deform", model.mouth_deform, o.lr_deform)):
+        groups.append({"name": name, "params": list(mod.parameters()), "lr": lr, "base_lr": lr})
+    return torch.optim.Adam(groups, eps=1e-15)
+
+
+# ---- the trainer ------------------------------------------------------------------------------------------
+class Trainer:
+    """Trains an AvatarModel on a capture dataset object (avatar.data API) into `out_dir`."""
+
+    def __init__(self, cfg, dataset, out_dir, progress: bool = True, writer=None):
+        torch = _import_torch()
+        from avatar.apps.train_data import load_frames
+        from avatar.model.strategy import DensifyStrategy
+
+        self.cfg = cfg
+        self.ds = dataset
+        self.out = Path(out_dir)
+        self.progress = progress
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        self.device = torch.device(cfg.device)
+        self.data = load_frames(dataset, cfg.data, cfg.loss, cfg.audio_features, cfg.model.audio.window,
+                                cfg.model.deform.use_motion)
+        if len(self.data.train_idx) == 0:
+            raise TrainingError("the capture's train split is empty")
+        self.model = build_model(cfg, dataset, self.data).to(self.device)
+        self.opt = make_optimizer(self.model, cfg)
+        self.strategy = DensifyStrategy(cfg.strategy)
+        self.sstate = self.strategy.initialize_state(len(self.model.gaussians), self.device)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.step = 0
+        self.writer = writer
+        self.history: List[Dict[str, float]] = []
+        self._bg = self.data.background.to(self.device)
+
+    # -- checkpoints --
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.out / "checkpoints"
+
+    def checkpoint_paths(self) -> List[Path]:
+        paths = [p for p in self.ckpt_dir.glob("step_*.pt") if re.fullmatch(r"step_\d+\.pt", p.name)]
+        return sorted(paths, key=lambda p: int(p.stem.split("_")[1]))
+
+    def save_checkpoint(self) -> Path:
+        torch = _import_torch()
+        from avatar.model.avatar import atomic_torch_save
+        from avatar.model.config import to_dict
+
+        d = self.model.checkpoint_dict(meta={"step": self.step})
+        d["train"] = {
+            "format": TRAIN_CKPT_FORMAT, "version": TRAIN_CKPT_VERSION, "step": self.step,
+            "config": to_dict(self.cfg),
+            "optimizer": self.opt.state_dict(),
+            "strategy_state": {k: v.detach().cpu().clone() for k, v in self.sstate.items()},
+            "rng": {"torch": torch.get_rng_state(), "generator": self.gen.get_state(),
+                    "numpy": _np_state(), "python": _py_state()},
+        }
+        path = atomic_torch_save(d, self.ckpt_dir / f"step_{self.step:06d}.pt")
+        for old in self.checkpoint_paths()[:-max(1, self.cfg.keep_checkpoints)]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        torch = _import_torch()
+        from avatar.model.avatar import AvatarModel
+
+        d = torch.load(path, map_location="cpu", weights_only=True)
+        tr = d.get("train") if isinstance(d, dict) else None
+        if not tr or tr.get("format") != TRAIN_CKPT_FORMAT:
+            raise TrainingError(f"{path}: not a training checkpoint (cannot resume from it)")
+        if int(tr.get("version", 0)) > TRAIN_CKPT_VERSION:
+            raise TrainingError(f"{path}: training checkpoint version {tr.get('version')} is newer than this code")
+        self.model = AvatarModel.from_checkpoint_dict(d, str(path)).to(self.device).train()
+        self.opt = make_optimizer(self.model, self.cfg)
+        self.opt.load_state_dict(tr["optimizer"])
+        self.sstate = {k: v.to(self.device) for k, v in tr["strategy_state"].items()}
+        torch.set_rng_state(tr["rng"]["torch"])
+        self.gen.set_state(tr["rng"]["generator"])
+        _set_np_state(tr["rng"]["numpy"])
+        _set_py_state(tr["rng"]["python"])
+        self.step = int(tr["step"])
+
+    # -- one step --
+    def _lrs(self, phase) -> Dict[str, float]:
+        c = self.cfg
+        T = max(1, c.total_steps)
+        t = min(1.0, self.step / T)
+        ext = c.strategy.scene_extent
+        lr_means = c.optim.lr_means * ext * (c.optim.lr_means_final / c.optim.lr_means) ** t
+        return {"means": lr_means * phase.lr_scale}
+
+    def train_step(self) -> Dict[str, float]:
+        torch = _import_torch()
+        from avatar.apps.evaluate import psnr_from_mse, ssim
+
+        c, d, m = self.cfg, self.data, self.model
+        phase = c.phase_at(self.step)
+        use_deform = phase.deform and not c.static
+        train_canonical = phase.train_canonical or c.static
+        train_deform = phase.train_deform and not c.static
+        i = int(d.train_idx[int(torch.randint(len(d.train_idx), (1,), generator=self.gen))])
+        dev = self.device
+        gt = d.image(i).to(dev)  # [h,w,3]
+        mask = d.masks[i].to(dev)
+        self.opt.zero_grad(set_to_none=True)
+        latent = m.encode_audio(d.audio[i].to(dev)) if use_deform else None
+        motion = d.motion[i].to(dev) if (d.motion is not None and use_deform) else None
+        out = m.render(d.viewmats[i:i + 1].to(dev), d.Ks[i:i + 1].to(dev), d.width, d.height,
+                       audio_latent=latent, motion=motion, blink=d.blink[i].to(dev), background=self._bg,
+                       use_deform=use_deform, backend=c.backend)
+        pred = out["rgb"][0]
+        L = c.loss
+        w = 1.0 + L.mouth_weight * (mask == 3).float() + L.lip_weight * d.lips[i].to(dev).float()  # [h,w]
+        l1 = ((pred - gt).abs().mean(-1) * w).sum() / w.sum()
+        loss = (1 - L.ssim_weight) * l1
+        if L.ssim_weight > 0:
+            loss = loss + L.ssim_weight * (1 - ssim(pred, gt))
+        if L.alpha_weight > 0:
+            loss = loss + L.alpha_weight * (out["alpha"][0, ..., 0] - (mask > 0).float()).abs().mean()
+        posed = out["posed"]
+        if use_deform and L.deform_weight > 0:
+            loss = loss + L.deform_weight * posed["d_means"].abs().mean() / m.cfg.deform.max_offset
+        if L.opacity_weight > 0:
+            loss = loss + L.opacity_weight * posed["opacities"].mean()
+        if L.scale_weight > 0:
+            loss = loss + L.scale_weight * posed["scales"].mean() / m.cfg.gaussians.init_scale
+        if not torch.isfinite(loss):
+            last = self.checkpoint_paths()
+            raise TrainingError(
+                f"non-finite loss ({float(loss)}) at step {self.step} (phase {phase.name!r}, frame {i}); "
+                f"training stopped. Last good checkpoint: {last[-1] if last else 'none yet'}. "
+                f"Try lower learning rates (optim.*) or resume with --resume after changing the config.")
+        loss.backward()
+        trained = set()
+        if train_canonical:
+            trained.update(CANONICAL_GROUPS)
+        if train_deform:
+            trained.update(DEFORM_GROUPS)
+        lr_over = self._lrs(phase)
+        for g in self.opt.param_groups:
+            if g["name"] not in trained:
+                for p in g["params"]:
+                    p.grad = None
+            g["lr"] = lr_over.get(g["name"], g["base_lr"] * phase.lr_scale)
+        self.opt.step()
+        if train_canonical:
+            self.strategy.accumulate(self.sstate, out["views"], d.width, d.height)
+            before = len(m.gaussians)
+            self.strategy.step(m.gaussians, self.opt, self.sstate, self.step + 1, self.gen)
+            if len(m.gaussians) != before:
+                m.invalidate_cache()
+        self.step += 1
+        mse = float(((pred.detach() - gt) ** 2).mean())
+        return {"loss": float(loss.detach()), "l1": float(l1.detach()), "psnr": psnr_from_mse(mse),
+                "num_gaussians": float(len(m.gaussians)), "deform": float(use_deform)}
+
+    # -- previews --
+    def write_preview(self) -> Optional[Path]:
+        import cv2
+        torch = _import_torch()
+
+        d = self.data
+        idx = d.test_idx if len(d.test_idx) else d.train_idx
+        i = int(idx[len(idx) // 2])
+        use_deform = not self.cfg.static and self.cfg.phase_at(max(0, self.step - 1)).deform
+        self.model.eval()
+        with torch.no_grad():
+            out = self.model.render(d.viewmats[i:i + 1].to(self.device), d.Ks[i:i + 1].to(self.device), d.width,
+                                    d.height, audio_latent=self.model.encode_audio(d.audio[i].to(self.device))
+                                    if use_deform else None,
+                                    motion=d.motion[i].to(self.device) if (d.motion is not None and use_deform) else None,
+                                    blink=d.blink[i].to(self.device), background=self._bg, use_deform=use_deform,
+                                    backend=self.cfg.backend)
+        self.model.train()
+        pred = out["rgb"][0].clamp(0, 1).cpu().numpy()
+        sheet = np.concatenate([pred, d.image(i).numpy()], 1)
+        path = self.out / "previews" / f"step_{self.step:06d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.stem + ".tmp.png")
+        cv2.imwrite(str(tmp), cv2.cvtColor((sheet * 255 + 0.5).astype(np.uint8), cv2.COLOR_RGB2BGR))
+        tmp.replace(path)
+        if self.writer is not None:
+            self.writer.image("preview", sheet, self.step)
+        return path
+
+    # -- the loop --
+    def run(self, resume: bool = False, stop_after: Optional[int] = None) -> Path:
+        """Train to cfg.total_steps (or `stop_after` steps from now); returns the avatar.pt path."""
+        from avatar.apps.logging import make_writer
+        from avatar.apps.train_config import save_config
+        from avatar.model.config import to_dict
+
+        c = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            ck = self.checkpoint_paths()
+            if ck:
+                self.load_checkpoint(ck[-1])
+        save_config(c, self.out / "config.yaml")
+        if self.writer is None:
+            self.writer = make_writer(c.logger, self.out, to_dict(c))
+        total = c.total_steps
+        end = total if stop_after is None else min(total, self.step + stop_after)
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+        t0 = time.time()
+        ema = None
+        try:
+            while self.step < end:
+                stats = self.train_step()
+                ema = stats if ema is None else {k: 0.9 * ema[k] + 0.1 * v for k, v in stats.items()}
+                if self.step % max(1, c.log_every) == 0 or self.step == end:
+                    self.history.append({"step": self.step, **stats})
+                    self.writer.scalars({f"train/{k}": v for k, v in stats.items()}, self.step)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(phase=c.phase_at(self.step - 1).name, loss=f"{ema['loss']:.4f}",
+                                    psnr=f"{ema['psnr']:.2f}", gaussians=len(self.model.gaussians))
+                if self.step % c.checkpoint_every == 0 and self.step < total:
+                    self.save_checkpoint()
+                if c.preview_every and self.step % c.preview_every == 0 and self.step < total:
+                    self.write_preview()
+        finally:
+            if bar is not None:
+                bar.close()
+        self.train_seconds = time.time() - t0
+        if self.step < total:  # stopped early on request
+            self.save_checkpoint()
+            return self.checkpoint_paths()[-1]
+        return self.finish()
+
+    def finish(self) -> Path:
+        from avatar.apps.evaluate import evaluate, write_json
+
+        self.save_checkpoint()
+        path = self.model.save(self.out / "avatar.pt", meta={"step": self.step})
+        self.write_preview()
+        d = self.data
+        idx = d.test_idx if len(d.test_idx) else d.train_idx
+        if self.cfg.eval_max_frames and len(idx) > self.cfg.eval_max_frames:
+            idx = idx[np.linspace(0, len(idx) - 1, self.cfg.eval_max_frames).round().astype(int)]
+        res = evaluate(self.model, d, idx, use_deform=not self.cfg.static, backend=self.cfg.backend)
+        res["split"] = "test" if len(d.test_idx) else "train"
+        res["steps"] = self.step
+        res["num_gaussians"] = len(self.model.gaussians)
+        res["train_seconds"] = getattr(self, "train_seconds", None)
+        write_json(res, self.out / "eval.json")
+        self.eval = res
+        self.writer.scalars({f"eval/{k}": v for k, v in res.items() if isinstance(v, float)}, self.step)
+        self.writer.close()
+        return path
+
+
+def _np_state():
+    torch = _import_torch()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def _set_np_state(s):
+    np.random.set_state((s["name"], s["keys"].numpy().astype(np.uint32), s["pos"], s["has_gauss"], s["cached"]))
+
+
+def _py_state():
+    v, st, g = random.getstate()
+    return {"version": v, "state": list(st), "gauss": g}
+
+
+def _set_py_state(s):
+    random.setstate((s["version"], tuple(s["state"]), s["gauss"]))
+
+
+# ---- public API -------------------------------------------------------------------------------------------
+def train(data_dir, out_dir, preset: Optional[str] = "tiny", overrides: Optional[Dict[str, Any]] = None,
+          progress: bool = True, resume: bool = False, dataset=None) -> Path:
+    """Train an avatar from a capture folder; returns the final avatar checkpoint (out_dir/avatar.pt).
+
+    preset: name in configs/ ("tiny", "phone", "multiview", "quality") or a YAML path. overrides: nested or
+    dotted keys over the preset, e.g. {"phases": [...], "loss.ssim_weight": 0.1}. resume: continue from the
+    newest checkpoint in out_dir/checkpoints using the config saved there (preset/overrides ignored).
+    dataset: an already-loaded dataset object (then data_dir is only used for messages).
+    Raises TrainingError (non-finite loss: the last good checkpoint is kept), avatar.data.DatasetError,
+    ConfigError.
+    """
+    from avatar.apps.train_config import config_from_dict, load_config, read_yaml
+
+    out_dir = Path(out_dir)
+    if resume and (out_dir / "config.yaml").is_file():
+        cfg = config_from_dict(read_yaml(out_dir / "config.yaml"), str(out_dir / "config.yaml"))
+    else:
+        cfg = load_config(preset, overrides)
+    if dataset is None:
+        from avatar.data import load_capture
+
+        dataset = load_capture(Path(data_dir))
+    trainer = Trainer(cfg, dataset, out_dir, progress=progress)
+    return trainer.run(resume=resume)
+
+
+def _parse_set(items) -> Dict[str, Any]:
+    import yaml
+
+    out: Dict[str, Any] = {}
+    for it in items:
+        if "=" not in it:
+            raise ValueError(f"--set expects KEY=VALUE (e.g. loss.ssim_weight=0.1), got {it!r}")
+        k, v = it.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+@dataclass
+class Train:
+    """Train a talking-head avatar from a capture folder (static -> deformation -> joint phases)."""
+
+    data: Path
+    """Capture folder written by `avatar capture`."""
+    preset: str = "tiny"
+    """Config preset: a name in configs/ (tiny, phone, multiview, quality) or a YAML file."""
+    out: Optional[Path] = None
+    """Output folder (default outputs/train/<capture folder name>)."""
+    resume: bool = False
+    """Continue from the newest checkpoint in the output folder (with its saved config)."""
+    set: Tuple[str, ...] = ()
+    """Config overrides KEY=VALUE with dotted keys and YAML values, e.g. loss.ssim_weight=0.1."""
+    no_progress: bool = False
+    """Hide the progress bar."""
+
+    def main(self) -> int:
+        import sys
+
+        from avatar.model.config import ConfigError
+
+        out = self.out or Path("outputs") / "train" / Path(self.data).name
+        try:
+            path = train(self.data, out, self.preset, _parse_set(self.set) or None, progress=not self.no_progress,
+                         resume=self.resume)
+        except (TrainingError, ConfigError, ValueError) as e:
+            print(f"avatar train: error: {e}", file=sys.stderr)
+            return 1
+        print(f"avatar written to {path}")
+        return 0

@@ -1,0 +1,268 @@
+"""AvatarModel: canonical Gaussians + hash triplane + audio encoder + deformation (face and mouth branches).
+
+Inference API (used by `avatar drive/serve/export`):
+
+    model = AvatarModel.load("outputs/run/avatar.pt")            # torch.load(weights_only=True), eval mode
+    feats = frame_features(wav16k, fps, F, model.audio_config)      # [F, D] (avatar.audio.features)
+    wins = feature_windows(feats, model.window)                     # [F, 2k+1, D]
+    rgb, alpha = model.render_frame(viewmats, Ks, W, H, audio_window=wins[t], motion=None, blink=0.0,
+                                    background=bg)                  # [C,H,W,3], [C,H,W,1]
+    # streaming: latents = model.encode_audio(wins[a:b]) once per chunk, then render_frame(audio_latent=z)
+
+Rendering composites two layers: the inside-mouth branch (Gaussians with region label 3, deformed by their
+own net) and, in front of it, the face/head/torso Gaussians:
+    rgb = rgb_face + (1 - a_face) * (rgb_mouth + (1 - a_mouth) * background)
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+from avatar.model.audio_encoder import AudioEncoder
+from avatar.model.config import ModelConfig, from_dict, to_dict
+from avatar.model.deform import DeformationNet
+from avatar.model.gaussians import REGION_MOUTH, Gaussians
+from avatar.model.triplane import HashTriplane
+
+CHECKPOINT_FORMAT = "avatar-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used (missing, wrong format, newer version)."""
+
+
+class AvatarModel(nn.Module):
+    """The person's avatar. `gaussians` holds the canonical Gaussians (any N)."""
+
+    def __init__(self, cfg: ModelConfig, gaussians: Gaussians, audio_config: Optional[Dict[str, Any]] = None,
+                 motion_space: Optional[Dict[str, Any]] = None):
+        super().__init__()
+        self.cfg = cfg
+        self.audio_config = audio_config or {}
+        self.motion_space = motion_space
+        self.gaussians = gaussians
+        self.triplane = HashTriplane(cfg.triplane)
+        F = self.triplane.out_dim
+        self.color_head = nn.Sequential(nn.Linear(F, 32), nn.ReLU(), nn.Linear(32, 3))
+        nn.init.zeros_(self.color_head[2].weight)
+        nn.init.zeros_(self.color_head[2].bias)
+        self.audio_encoder = AudioEncoder(cfg.audio_dim, cfg.audio)
+        A = cfg.audio.latent_dim
+        self.face_deform = DeformationNet(F, A, cfg.motion_dim, cfg.deform)
+        self.mouth_deform = DeformationNet(F, A, cfg.motion_dim, cfg.deform)
+        self._cache: Optional[Dict[str, torch.Tensor]] = None
+
+    # ---- helpers --------------------------------------------------------------------------------------
+    @property
+    def window(self) -> int:
+        """Half-width k of the audio window render_frame expects ([2k+1, D])."""
+        return self.cfg.audio.window
+
+    def train(self, mode: bool = True):
+        self._cache = None
+        return super().train(mode)
+
+    def invalidate_cache(self) -> None:
+        """Drop cached canonical features (call after changing the Gaussians or the triplane)."""
+        self._cache = None
+
+    def encode_audio(self, audio_windows: torch.Tensor) -> torch.Tensor:
+        """Audio feature windows [B, 2k+1, D] (or [2k+1, D]) -> latents [B, A] (or [A]).
+
+        In causal mode (cfg.audio.causal) only the first k+1+lookahead rows of each window are read, so a
+        stream needs `lookahead` future frames of audio features.
+        """
+        return self.audio_encoder(audio_windows)
+
+    def canonical_features(self) -> Dict[str, torch.Tensor]:
+        """Per-Gaussian canonical terms: triplane feature [N,F], colours [N,3] in [0,1], deform first layers.
+
+        Computed with autograd in training; cached (no grad) when the model is in eval mode.
+        """
+        if self._cache is not None and not self.training:
+            return self._cache
+        g = self.gaussians
+        feats = self.triplane(g.means.detach() if not self.training else g.means)  # [N,F]
+        logits = g.params["colors"]
+        if self.cfg.gaussians.color_from_triplane:
+            logits = logits + self.color_head(feats)
+        labels = g.labels
+        out = {"feats": feats, "color_logits": logits,
+               "face_part": self.face_deform.gaussian_part(feats, labels),
+               "mouth_part": self.mouth_deform.gaussian_part(feats, labels)}
+        if not self.training:
+            out = {k: (tuple(t.detach() for t in v) if isinstance(v, tuple) else v.detach()) for k, v in out.items()}
+            self._cache = out
+        return out
+
+    def deformed(self, audio_latent: Optional[torch.Tensor] = None, motion: Optional[torch.Tensor] = None,
+                 blink: Optional[torch.Tensor] = None, use_deform: bool = True) -> Dict[str, torch.Tensor]:
+        """Posed Gaussians for one frame: means [N,3], quats [N,4], scales [N,3], opacities [N], colors [N,3],
+        plus d_means [N,3] (zeros when use_deform is False) for regularisers. audio_latent [A] or None."""
+        g = self.gaussians
+        p = g.params
+        can = self.canonical_features()
+        means, quats, logs, opa = p["means"], p["quats"], p["log_scales"], p["opacities"]
+        colors = can["color_logits"]
+        d_means = torch.zeros_like(means)
+        if use_deform:
+            if audio_latent is None:
+                audio_latent = torch.zeros(self.cfg.audio.latent_dim, device=means.device)
+            mouth = g.labels == REGION_MOUTH  # [N]
+            feats = can["feats"]
+            d_f = self.face_deform(feats, g.labels, audio_latent, motion, blink, cached=can["face_part"])
+            d_m = self.mouth_deform(feats, g.labels, audio_latent, motion, blink, cached=can["mouth_part"])
+            sel = mouth.unsqueeze(-1)
+            d = {k: torch.where(sel if d_f[k].ndim == 2 else mouth, d_m[k], d_f[k]) for k in d_f}
+            d_means = d["d_means"]
+            means = means + d_means
+            quats = quats + d["d_quats"]
+            logs = logs + d["d_log_scales"]
+            opa = opa + d["d_opacities"]
+            if "d_colors" in d:
+                colors = colors + d["d_colors"]
+        return {"means": means, "quats": quats, "scales": torch.exp(logs), "opacities": torch.sigmoid(opa),
+                "colors": torch.sigmoid(colors), "d_means": d_means}
+
+    def render(self, viewmats: torch.Tensor, Ks: torch.Tensor, width: int, height: int,
+               audio_latent: Optional[torch.Tensor] = None, motion: Optional[torch.Tensor] = None,
+               blink: Optional[torch.Tensor] = None, background: Optional[torch.Tensor] = None,
+               use_deform: bool = True, backend: str = "auto") -> Dict[str, Any]:
+        """Differentiable render (training). viewmats [C,4,4], Ks [C,3,3], background [H,W,3] | [3] | None.
+
+        Returns dict: rgb [C,H,W,3], alpha [C,H,W,1], mouth_alpha [C,H,W,1] (visible inside-mouth coverage),
+        posed (from deformed()), views [(means2d [C,n,2], radii [C,n], idx [n])] for the strategy.
+        """
+        from avatar.ops import rasterize
+
+        posed = self.deformed(audio_latent, motion, blink, use_deform)
+        labels = self.gaussians.labels
+        mouth = labels == REGION_MOUTH
+        C = viewmats.shape[0]
+        layers, views = [], []
+        for sel in (mouth, ~mouth):
+            idx = sel.nonzero().squeeze(1)
+            if idx.numel() == 0:
+                layers.append(None)
+                continue
+            rgb, alpha, meta = rasterize(posed["means"][idx], posed["quats"][idx], posed["scales"][idx],
+                                         posed["opacities"][idx], posed["colors"][idx], viewmats, Ks,
+                                         width, height, backend=backend)
+            layers.append((rgb, alpha))
+            views.append((meta["means2d"], meta["radii"], idx))
+        zeros = viewmats.new_zeros(C, height, width, 3), viewmats.new_zeros(C, height, width, 1)
+        rgb_m, a_m = layers[0] or zeros
+        rgb_f, a_f = layers[1] or zeros
+        if background is None:
+            bg = viewmats.new_zeros(1, 1, 1, 3)
+        elif background.ndim == 1:
+            bg = background.view(1, 1, 1, 3)
+        else:
+            bg = background.reshape(-1, height, width, 3)
+        rgb = rgb_f + (1 - a_f) * (rgb_m + (1 - a_m) * bg)
+        alpha = a_f + (1 - a_f) * a_m
+        return {"rgb": rgb, "alpha": alpha, "mouth_alpha": (1 - a_f) * a_m, "posed": posed, "views": views}
+
+    @torch.no_grad()
+    def render_frame(self, viewmats: torch.Tensor, Ks: torch.Tensor, width: int, height: int,
+                     audio_window: Optional[torch.Tensor] = None, motion: Optional[torch.Tensor] = None,
+                     blink: float = 0.0, background: Optional[torch.Tensor] = None, *,
+                     audio_latent: Optional[torch.Tensor] = None, backend: str = "auto",
+                     return_mouth: bool = False):
+        """Render one frame of the driven avatar (no grad; canonical features cached in eval mode).
+
+        viewmats [C,4,4] world(head)-to-camera OpenCV; Ks [C,3,3] pixels; width/height in pixels.
+        audio_window [2k+1, D] features of frames t-k..t+k (feature_windows(...)[t]) or audio_latent [A]
+        from encode_audio (one of them; neither = silence-free neutral latent of zeros).
+        motion [M] or None (None = zeros / not used); blink in [0,1] (1 = closed);
+        background [H,W,3] | [3] in [0,1] or None (black).
+        Returns colors [C,H,W,3] in [0,1] and alphas [C,H,W,1] (and the visible inside-mouth coverage
+        [C,H,W,1] when return_mouth).
+        """
+        dev = self.gaussians.means.device
+        if audio_latent is None and audio_window is not None:
+            audio_latent = self.encode_audio(torch.as_tensor(audio_window, device=dev))
+        if motion is not None:
+            motion = torch.as_tensor(motion, device=dev, dtype=torch.float32)
+        b = torch.tensor(float(blink), device=dev)
+        if background is not None:
+            background = torch.as_tensor(background, device=dev, dtype=torch.float32)
+        out = self.render(torch.as_tensor(viewmats, device=dev, dtype=torch.float32),
+                          torch.as_tensor(Ks, device=dev, dtype=torch.float32), width, height,
+                          audio_latent, motion, b, background, use_deform=True, backend=backend)
+        rgb = out["rgb"].clamp(0, 1)
+        if return_mouth:
+            return rgb, out["alpha"], out["mouth_alpha"]
+        return rgb, out["alpha"]
+
+    # ---- checkpoints ----------------------------------------------------------------------------------
+    def checkpoint_dict(self, meta: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """Plain dict (tensors + python values) loadable with torch.load(weights_only=True)."""
+        modules = {k: v.detach().clone() for k, v in self.state_dict().items() if not k.startswith("gaussians.")}
+        return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+                "model_config": to_dict(self.cfg), "audio_config": dict(self.audio_config),
+                "motion_space": self.motion_space,
+                "gaussians": {k: v.detach().clone() for k, v in self.gaussians.per_gaussian_state().items()},
+                "modules": modules, "meta": dict(meta or {})}
+
+    def save(self, path: Union[str, Path], meta: Optional[Dict[str, Any]] = None, extra: Optional[Dict] = None) -> Path:
+        """Write the checkpoint atomically (tmp file in the same folder, then os.replace)."""
+        d = self.checkpoint_dict(meta)
+        if extra:
+            d.update(extra)
+        return atomic_torch_save(d, path)
+
+    @classmethod
+    def from_checkpoint_dict(cls, d: Dict[str, Any], where: str = "checkpoint") -> "AvatarModel":
+        if not isinstance(d, dict) or d.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"{where}: not an avatar checkpoint (missing format={CHECKPOINT_FORMAT!r})")
+        if int(d.get("version", -1)) > CHECKPOINT_VERSION or int(d.get("version", -1)) < 1:
+            raise CheckpointError(f"{where}: checkpoint version {d.get('version')} is not supported "
+                                  f"(this code reads version <= {CHECKPOINT_VERSION})")
+        cfg = from_dict(ModelConfig, d["model_config"], "model_config.")
+        gs = d["gaussians"]
+        g = Gaussians(gs["params.means"], gs["extras.labels"])
+        g.load_per_gaussian_state(gs)
+        model = cls(cfg, g, d.get("audio_config") or {}, d.get("motion_space"))
+        missing, unexpected = model.load_state_dict(d["modules"], strict=False)
+        missing = [k for k in missing if not k.startswith("gaussians.")]
+        if missing or unexpected:
+            raise CheckpointError(f"{where}: weights do not match the model config "
+                                  f"(missing {missing[:5]}, unexpected {list(unexpected)[:5]})")
+        return model
+
+    @classmethod
+    def load(cls, path: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> "AvatarModel":
+        """Load an avatar (or training) checkpoint; returns the model in eval mode."""
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"avatar checkpoint not found: {path}")
+        try:
+            d = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as e:
+            raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from e
+        return cls.from_checkpoint_dict(d, str(path)).to(map_location).eval()
+
+
+def atomic_torch_save(obj: Any, path: Union[str, Path]) -> Path:
+    """torch.save to a temporary file next to `path`, fsync, then os.replace (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path

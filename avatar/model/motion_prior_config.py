@@ -1,0 +1,73 @@
+"""Configuration of the generic motion prior (torch-free, so `avatar --help` stays fast).
+
+The network itself lives in avatar.model.motion_prior; the trainer in avatar.apps.prior.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Dict
+
+
+@dataclass
+class MotionPriorConfig:
+    """Architecture of the audio -> motion prior (a causal temporal transformer)."""
+
+    audio_dim: int = 80
+    """D of the per-frame audio features (avatar.audio.features.frame_features). Set from the data."""
+    pitch_dim: int = 3
+    """Per-frame pitch features computed in torch (log-F0, voicing, log-energy); 0 disables pitch."""
+    code_dim: int = 16
+    """Dimension the network predicts: the (PCA-compressed, whitened) motion-code space. Set from the data."""
+    pose_dim: int = 6
+    """Head-pose channel: rotation vector + translation relative to the clip's mean pose."""
+    d_model: int = 128
+    """Width of the transformer."""
+    num_layers: int = 4
+    """Number of causal transformer blocks."""
+    num_heads: int = 4
+    """Attention heads per block."""
+    ff_mult: int = 4
+    """Feed-forward hidden size = ff_mult * d_model."""
+    dropout: float = 0.1
+    """Dropout inside the blocks (training only)."""
+    past_frames: int = 24
+    """Each attention layer sees this many past frames (and none in the future)."""
+    lookahead_frames: int = 2
+    """Total look-ahead of the whole model in frames (all of it in the conv front-end), so a
+    streaming caller needs only this many future frames of audio."""
+    conv_kernel: int = 7
+    """Kernel of the temporal conv front-end over audio features (must be > lookahead_frames)."""
+    style: bool = True
+    """In-context style input: a reference clip (audio features + motion codes) of the target person."""
+    style_tokens: int = 4
+    """Number of style tokens the style encoder pools the reference clip into."""
+    style_layers: int = 2
+    """Transformer blocks of the style encoder."""
+
+    def validate(self) -> None:
+        if self.d_model % self.num_heads:
+            raise ValueError(f"MotionPriorConfig: d_model={self.d_model} must be a multiple of num_heads={self.num_heads}")
+        if self.conv_kernel <= self.lookahead_frames:
+            raise ValueError(f"MotionPriorConfig: conv_kernel={self.conv_kernel} must exceed "
+                             f"lookahead_frames={self.lookahead_frames}")
+        for name in ("audio_dim", "code_dim", "d_model", "num_layers", "num_heads", "past_frames"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"MotionPriorConfig: {name} must be > 0, got {getattr(self, name)}")
+        if self.lookahead_frames < 0 or self.pitch_dim < 0:
+            raise ValueError("MotionPriorConfig: lookahead_frames and pitch_dim must be >= 0")
+
+    def receptive_past(self) -> int:
+        """Frames of past context that can influence one output (exact chunked inference needs them)."""
+        return self.num_layers * self.past_frames + (self.conv_kernel - 1 - self.lookahead_frames)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "MotionPriorConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"MotionPriorConfig: unknown fields {sorted(unknown)} (checkpoint from a newer version?)")
+        return cls(**d)

@@ -1,0 +1,8 @@
+"""Functional, stateless ops. `rasterize` renders 3D Gaussians (backends: cuda, gsplat, cpu, torch).
+
+Importing this package compiles and loads nothing; native backends load on first use.
+"""
+from avatar.ops._backends import BackendUnavailable, backends
+from avatar.ops.rasterize import rasterize
+
+__all__ = ["rasterize", "backends", "BackendUnavailable"]

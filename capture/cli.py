@@ -1,0 +1,55 @@
+"""`avatar capture`: the command-line front of the capture pipeline."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Optional, Tuple
+
+import tyro
+
+from .config import CaptureConfig
+
+
+@dataclasses.dataclass
+class Capture:
+    """Turn a talking-head video (or a calibrated multi-view rig) into a training dataset."""
+
+    inputs: tyro.conf.Positional[Tuple[Path, ...]]
+    """Video file(s) of one person (several clips are concatenated in order); with --rig, one video
+    or frame folder per calibrated camera."""
+    out: Path = Path("outputs/capture")
+    """Output capture folder (read by avatar.data.load_capture)."""
+    rig: Optional[Path] = None
+    """Calibration of a synchronised multi-view rig: a nerfstudio transforms.json, or a folder with
+    COLMAP text cameras.txt + images.txt (one entry per camera, matched to inputs by name or order)."""
+    only: Tuple[str, ...] = ()
+    """Run only these stages (and rerun them even if finished)."""
+    skip: Tuple[str, ...] = ()
+    """Do not run these stages (their outputs must exist)."""
+    from_: Optional[str] = None
+    """Rerun from this stage on (it and every later stage)."""
+    overwrite: bool = False
+    """Rerun every selected stage even when finished with the same options."""
+    config: tyro.conf.OmitArgPrefixes[CaptureConfig] = dataclasses.field(default_factory=CaptureConfig)
+    """Pipeline options."""
+
+    def main(self) -> int:
+        from .errors import CaptureError
+        from .pipeline import Context, run
+
+        ctx = Context(self.inputs, self.out, self.config, rig=self.rig)
+        try:
+            run(ctx, only=self.only, skip=self.skip, from_=self.from_, overwrite=self.overwrite)
+        except CaptureError as e:
+            print(f"avatar capture: error: {e}")
+            return 2
+        print(f"[capture] dataset written to {self.out}")
+        return 0
+
+
+def capture(inputs, out, *, rig=None, only=(), skip=(), from_=None, overwrite=False, log=print, **options):
+    """Python API: run the pipeline (raises CaptureError on bad input); returns the stage status dict."""
+    from .pipeline import Context, run
+
+    ctx = Context([Path(p) for p in inputs], Path(out), CaptureConfig(**options), rig=rig, log=log)
+    return run(ctx, only=only, skip=skip, from_=from_, overwrite=overwrite)

@@ -1,0 +1,69 @@
+"""CaptureConfig: every knob of the capture pipeline (tyro turns these into `avatar capture --help`)."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Literal, Optional
+
+
+@dataclasses.dataclass
+class CaptureConfig:
+    """Settings of `avatar capture` (the stage markers hash the fields each stage depends on)."""
+
+    fps: float = 25.0
+    """Output frame rate: every input (any rate, variable rate) is resampled to this constant rate."""
+    size: int = 512
+    """Side of the square head-centred crop written to images/ (pixels)."""
+    crop_mode: Literal["fixed", "smooth"] = "fixed"
+    """fixed: one box for the whole clip (constant intrinsics, consistent background plate);
+    smooth: a per-frame box following the head, temporally smoothed (per-frame intrinsics)."""
+    crop_scale: float = 2.0
+    """Crop side = crop_scale x face size (the larger side of the face-oval box), clamped to the frame."""
+    crop_smooth_s: float = 0.5
+    """Gaussian smoothing (seconds, sigma) of the crop box in 'smooth' mode."""
+    work_max_size: int = 1280
+    """Frames are decoded (by ffmpeg, so a 4K input never exists in memory at full size) so that
+    their longer side is at most this many pixels; all analysis and cropping use these frames."""
+    work_format: Literal["jpg", "png"] = "jpg"
+    """Format of the decoded working frames (jpg q97: small and fast; png: lossless)."""
+    backend: Literal["mediapipe", "face-alignment", "known"] = "mediapipe"
+    """Landmark backend: mediapipe face mesh (478 points, weights in the wheel), face-alignment
+    (optional package, 68 points fitted to the 478 topology), known (landmarks2d from a
+    ground_truth.npz, for synthetic videos)."""
+    known_landmarks: Optional[Path] = None
+    """ground_truth.npz for the 'known' backend (default: ground_truth.npz next to the video)."""
+    max_faces: int = 3
+    """Faces detected per frame; the largest is tracked consistently (a warning says so)."""
+    min_detection_confidence: float = 0.5
+    """Face detection / tracking confidence of the mediapipe face mesh."""
+    focal: Optional[float] = None
+    """Focal length in pixels of the input video (display orientation); None: estimated from the
+    landmarks (PnP reprojection error over a frame subset)."""
+    pose_smooth_sigma: float = 1.0
+    """Gaussian smoothing (frames, sigma) of head rotation and translation; 0 disables."""
+    blink_closed_ratio: float = 0.35
+    """Eye aspect ratio, as a fraction of the person's open-eye EAR, at which blink = 1 (closed)."""
+    min_seconds: float = 3.0
+    """Refuse captures with fewer usable (face-tracked) seconds than this."""
+    long_loss_s: float = 0.5
+    """Face losses longer than this (seconds) are reported with their time ranges."""
+    allow_no_audio: bool = False
+    """Accept a video without an audio track (training that needs audio refuses later)."""
+    max_av_offset_s: float = 0.1
+    """Warn when audio and video durations differ by more than this (seconds)."""
+    holdout_fraction: float = 1.0 / 11.0
+    """Fraction of frames (the last ones) held out as the test split."""
+    image_format: Literal["png", "jpg"] = "png"
+    """Format of images/ (nerfstudio reads both); masks are always PNG."""
+    png_compression: int = 1
+    """PNG compression level (0-9) of images/ and masks/ (1: fast, ~2x larger than 9)."""
+    jpeg_quality: int = 95
+    """JPEG quality of images/ when image_format is jpg."""
+    seg_threshold: float = 0.5
+    """Selfie-segmentation probability above which a pixel is the person."""
+    background_frames: int = 40
+    """Frames sampled (evenly) for the background plate's temporal median."""
+    threads: int = 2
+    """Worker threads for image decode/encode."""
+    report: bool = True
+    """Write report/ (contact sheet, plots, summary.json)."""
