@@ -21,8 +21,19 @@ Spec = Union[Tuple[str, str], Dict[str, Tuple[str, str]]]
 COMMANDS: Dict[str, Spec] = {
     "demo": ("avatar.apps.demo", "Demo"),
     "render": ("avatar.apps.render", "Render"),
+    "drive": ("avatar.apps.drive", "Drive"),
+    "serve": ("avatar.apps.serve", "Serve"),
+    "export": ("avatar.apps.export", "Export"),
+    "train": ("avatar.apps.train", "Train"),
+    "synth": ("capture.synth", "Synth"),
+    "capture": ("capture.cli", "Capture"),
+    "prior": {"train": ("avatar.apps.prior", "PriorTrain"), "finetune": ("avatar.apps.prior", "PriorFinetune")},
     "bench": {
         "rasterize": ("avatar.apps.bench_rasterize", "BenchRasterize"),
+        "train": ("avatar.apps.bench_train", "BenchTrain"),
+        "drive": ("avatar.apps.bench_drive", "BenchDrive"),
+        "capture": ("capture.bench", "BenchCapture"),
+        "prior": ("avatar.apps.bench_prior", "BenchPrior"),
     },
 }
 

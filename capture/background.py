@@ -7,14 +7,17 @@ from typing import Iterable, Tuple
 import numpy as np
 
 
-def background_plate(frames_masks: Iterable[Tuple[np.ndarray, np.ndarray]], dilate: int = 7) -> Tuple[np.ndarray, float]:
+def background_plate(frames_masks: Iterable[Tuple[np.ndarray, np.ndarray]], dilate: int | None = None) -> Tuple[np.ndarray, float]:
     """frames_masks: (frame uint8 [H, W, 3], labels uint8 [H, W]) pairs -> (plate uint8 [H, W, 3],
     fraction of pixels that had to be inpainted)."""
     import cv2
 
     stack, valid = [], []
-    kernel = np.ones((dilate, dilate), np.uint8)
+    kernel = None
     for img, lab in frames_masks:
+        if kernel is None:  # grow the person by ~2% of the frame: hair wisps escape the segmentation
+            d = dilate or max(3, int(round(0.02 * max(lab.shape))) | 1)
+            kernel = np.ones((d, d), np.uint8)
         stack.append(img)
         valid.append(cv2.dilate((lab > 0).astype(np.uint8), kernel) == 0)
     if not stack:

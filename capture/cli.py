@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Annotated, Optional, Tuple
 
 import tyro
 
@@ -26,7 +26,7 @@ class Capture:
     """Run only these stages (and rerun them even if finished)."""
     skip: Tuple[str, ...] = ()
     """Do not run these stages (their outputs must exist)."""
-    from_: Optional[str] = None
+    from_: Annotated[Optional[str], tyro.conf.arg(name="from")] = None
     """Rerun from this stage on (it and every later stage)."""
     overwrite: bool = False
     """Rerun every selected stage even when finished with the same options."""

@@ -53,8 +53,10 @@ class CaptureConfig:
     """Warn when audio and video durations differ by more than this (seconds)."""
     holdout_fraction: float = 1.0 / 11.0
     """Fraction of frames (the last ones) held out as the test split."""
-    image_format: Literal["png", "jpg"] = "png"
-    """Format of images/ (nerfstudio reads both); masks are always PNG."""
+    image_format: Literal["png", "jpg"] = "jpg"
+    """Format of images/ (nerfstudio and avatar.data read both); masks are always PNG. jpg (quality
+    95, 4:4:4 chroma) is ~50 dB PSNR from lossless and 10x faster to encode and 5x faster to decode
+    than png at compression 1 (12 ms / 5 ms per 512x512 frame here)."""
     png_compression: int = 1
     """PNG compression level (0-9) of images/ and masks/ (1: fast, ~2x larger than 9)."""
     jpeg_quality: int = 95

@@ -146,10 +146,11 @@ def run(ctx: Context, only: Sequence[str] = (), skip: Sequence[str] = (), from_:
         if marker.exists():
             marker.unlink()  # invalid until this run finishes
         ctx.warnings = []
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         info = getattr(S, f"stage_{stage}")(ctx) or {}
-        dt = time.perf_counter() - t0
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
         atomic_write_json(marker, {"stage": stage, "hash": ctx.stage_hash(stage), "seconds": round(dt, 3),
+                                   "cpu_seconds": round(dc, 3),
                                    "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                    "warnings": ctx.warnings, "info": info})
         status[stage] = "ran"

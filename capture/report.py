@@ -41,40 +41,69 @@ def contact_sheet(ds, n: int = 12, cols: int = 4, tile: int = 256) -> np.ndarray
     return sheet
 
 
+def _panel(t: np.ndarray, series, title: str, ylabel: str, size=(900, 200)) -> np.ndarray:
+    """One line-plot panel drawn with OpenCV (uint8 [h, w, 3] RGB): axes, ticks, legend.
+    (OpenCV rather than matplotlib: the report is part of the timed pipeline and this is ~50x faster.)"""
+    import cv2
+
+    W, H = size
+    img = np.full((H, W, 3), 255, np.uint8)
+    L, R, T, B = 70, 110, 24, 30
+    ys = np.concatenate([np.asarray(y, np.float64) for _, y, _ in series]) if series else np.zeros(1)
+    lo, hi = float(np.nanmin(ys)), float(np.nanmax(ys))
+    if hi - lo < 1e-9:
+        lo, hi = lo - 0.5, hi + 0.5
+    pad = 0.05 * (hi - lo)
+    lo, hi = lo - pad, hi + pad
+    t0, t1 = float(t.min()), float(max(t.max(), t.min() + 1e-6))
+
+    def px(x, y):
+        return (L + (x - t0) / (t1 - t0) * (W - L - R), T + (hi - y) / (hi - lo) * (H - T - B))
+
+    cv2.rectangle(img, (L, T), (W - R, H - B), (0, 0, 0), 1)
+    for k in range(5):
+        yv = lo + (hi - lo) * k / 4
+        _, yp = px(t0, yv)
+        cv2.line(img, (L - 4, int(yp)), (L, int(yp)), (0, 0, 0), 1)
+        cv2.putText(img, f"{yv:.3g}", (4, int(yp) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
+    for k in range(6):
+        xv = t0 + (t1 - t0) * k / 5
+        xp, _ = px(xv, lo)
+        cv2.line(img, (int(xp), H - B), (int(xp), H - B + 4), (0, 0, 0), 1)
+        cv2.putText(img, f"{xv:.1f}s", (int(xp) - 12, H - B + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    cv2.putText(img, f"{title} ({ylabel})", (L, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    for k, (name, y, colour) in enumerate(series):
+        pts = np.array([px(a, b) for a, b in zip(t, y)], np.float64)
+        cv2.polylines(img, [np.round(pts * 4).astype(np.int32)], False, colour, 1, cv2.LINE_AA, shift=2)
+        cv2.line(img, (W - R + 8, T + 10 + 16 * k), (W - R + 28, T + 10 + 16 * k), colour, 2)
+        cv2.putText(img, name, (W - R + 32, T + 14 + 16 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    return img
+
+
 def _plots(ds, folder: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """report/head_pose.png, blink.png, mouth_open.png and tracks.png (all four panels), camera 0."""
     from .tracking import rotation_angles_deg
 
-    t = ds.frame_times / ds.fps
     cam0 = ds.camera_ids == ds.camera_ids.min()
+    t = ds.frame_times[cam0] / ds.fps
     ang = rotation_angles_deg(ds.tracks["head_pose"][cam0].astype(np.float64))
     pos = np.linalg.inv(ds.tracks["head_pose"][cam0].astype(np.float64))[:, :3, 3]  # head in camera
-    fig, ax = plt.subplots(2, 1, figsize=(9, 5), sharex=True)
-    for k, name in enumerate(("yaw", "pitch", "roll")):
-        ax[0].plot(t[cam0], ang[:, k], ".-", ms=2, label=name)
-    ax[0].set_ylabel("degrees")
-    ax[0].legend(loc="upper right")
-    for k, name in enumerate("xyz"):
-        ax[1].plot(t[cam0], pos[:, k] - np.median(pos[:, k]), ".-", ms=2, label=f"{name} - median")
-    ax[1].set_ylabel("head position (m)")
-    ax[1].set_xlabel("time (s)")
-    ax[1].legend(loc="upper right")
-    fig.suptitle("head pose (camera 0)")
-    fig.tight_layout()
-    fig.savefig(folder / "head_pose.png", dpi=80)
-    plt.close(fig)
-    for key, label in (("blink", "blink (1 = closed)"), ("mouth_open", "mouth openness")):
-        fig, ax = plt.subplots(figsize=(9, 2.5))
-        ax.plot(t[cam0], ds.tracks[key][cam0], ".-", ms=2)
-        ax.set_xlabel("time (s)")
-        ax.set_ylabel(label)
-        fig.tight_layout()
-        fig.savefig(folder / f"{key}.png", dpi=80)
-        plt.close(fig)
+    rgb = [(31, 119, 180), (255, 127, 14), (44, 160, 44)]
+    panels = {
+        "head_pose": np.vstack([
+            _panel(t, [(n, ang[:, k], rgb[k]) for k, n in enumerate(("yaw", "pitch", "roll"))],
+                   "head rotation", "degrees"),
+            _panel(t, [(f"{n}-med", 100 * (pos[:, k] - np.median(pos[:, k])), rgb[k]) for k, n in enumerate("xyz")],
+                   "head position in the camera", "cm")]),
+        "blink": _panel(t, [("blink", ds.tracks["blink"][cam0], (148, 103, 189))], "blink", "1 = closed"),
+        "mouth_open": _panel(t, [("mouth", ds.tracks["mouth_open"][cam0], (214, 39, 40))], "mouth openness",
+                             "inner-lip gap / width"),
+    }
+    panels["tracks"] = np.vstack(list(panels.values()))
+    for name, img in panels.items():
+        atomic_write_bytes(folder / f"{name}.png", encode_image(img, "png", 1))
 
 
 def write_report(ctx: Context) -> Dict:
@@ -82,7 +111,7 @@ def write_report(ctx: Context) -> Dict:
     folder = ctx.out / "report"
     folder.mkdir(exist_ok=True)
     ds = load_capture(ctx.out)
-    atomic_write_bytes(folder / "contact_sheet.png", encode_image(contact_sheet(ds), "png", 3))
+    atomic_write_bytes(folder / "contact_sheet.png", encode_image(contact_sheet(ds), "png", 1))
     _plots(ds, folder)
     markers = {s: ctx.read_marker(s) or {} for s in STAGES}
     probe = markers["probe"].get("info", {})
@@ -108,6 +137,7 @@ def write_report(ctx: Context) -> Dict:
         "background": markers["background"].get("info", {}).get("streams", {}),
         "split": markers["split"].get("info", {}),
         "stage_seconds": {s: markers[s].get("seconds") for s in STAGES if markers[s]},
+        "stage_cpu_seconds": {s: markers[s].get("cpu_seconds") for s in STAGES if markers[s]},
         "warnings": warnings,
         "settings": config_dict(ctx.cfg),
         "output": {"frames": ds.num_frames, "size": [ds.width, ds.height], "cameras": len(set(ds.camera_ids.tolist()))},

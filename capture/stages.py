@@ -192,21 +192,12 @@ def _num_frames(ctx: Context, cam: int) -> int:
 
 # ------------------------------------------------------------------------------------------ audio
 def _load_audio(path: str) -> np.ndarray:
+    from avatar.media.audio import AudioError, load_audio
+
     try:
-        from avatar.media.audio import load_audio
-    except ImportError:
-        load_audio = None
-    if load_audio is not None:
         return load_audio(path, sr=16000)
-    import subprocess
-
-    from .ffmpeg import ffmpeg_exe
-
-    r = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-i", path, "-map", "0:a:0",
-                        "-ac", "1", "-ar", "16000", "-f", "f32le", "-"], capture_output=True, check=False)
-    if r.returncode != 0:
-        raise CaptureError(f"{path}: audio could not be decoded: {r.stderr.decode(errors='replace')[-300:]}")
-    return np.frombuffer(r.stdout, np.float32).copy()
+    except AudioError as e:
+        raise CaptureError(str(e)) from None
 
 
 def stage_audio(ctx: Context) -> Dict:
@@ -262,7 +253,8 @@ def stage_faces(ctx: Context) -> Dict:
         cam = st["camera_id"]
         N = _num_frames(ctx, cam)
         src = st["sources"][0]
-        known = cfg.known_landmarks or (Path(src["path"]).parent / "ground_truth.npz")
+        sp = Path(src["path"])
+        known = cfg.known_landmarks or (sp / "ground_truth.npz" if sp.is_dir() else sp.parent / "ground_truth.npz")
         be = make_backend(cfg.backend, max_faces=cfg.max_faces, min_confidence=cfg.min_detection_confidence,
                           known_path=known, src_fps=src.get("fps") or cfg.fps, out_fps=cfg.fps,
                           src_size=src["display_size"], work_size=st["work_size"])

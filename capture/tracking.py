@@ -47,7 +47,7 @@ def solve_pose(lm2d: np.ndarray, K: np.ndarray, idx: np.ndarray, guess=None):
     return rvec.reshape(3), tvec.reshape(3), rms
 
 
-def estimate_focal(lm2d: np.ndarray, valid: np.ndarray, size, max_frames: int = 24) -> float:
+def estimate_focal(lm2d: np.ndarray, valid: np.ndarray, size, max_frames: int = 12) -> float:
     """Focal length (px) minimising the mean PnP reprojection error over a subset of frames:
     a coarse log-spaced search over 0.4-6 x the longer image side, then golden-section refinement.
     Near-frontal faces constrain it weakly; errors mostly change the depth, not the rotation."""
@@ -62,14 +62,14 @@ def estimate_focal(lm2d: np.ndarray, valid: np.ndarray, size, max_frames: int = 
         return float(np.mean([solve_pose(lm2d[i], K, idx)[2] for i in frames]))
 
     side = max(w, h)
-    grid = side * np.geomspace(0.4, 6.0, 15)
+    grid = side * np.geomspace(0.4, 6.0, 12)
     costs = [cost(f) for f in grid]
     k = int(np.argmin(costs))
     lo, hi = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
     g = (np.sqrt(5) - 1) / 2
     a, b = lo + (1 - g) * (hi - lo), lo + g * (hi - lo)
     fa, fb = cost(a), cost(b)
-    for _ in range(8):
+    for _ in range(6):
         if fa < fb:
             hi, b, fb = b, a, fa
             a = lo + (1 - g) * (hi - lo)
@@ -81,24 +81,48 @@ def estimate_focal(lm2d: np.ndarray, valid: np.ndarray, size, max_frames: int = 
     return float((lo + hi) / 2)
 
 
-def _quat_from_R(R: np.ndarray) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
+def quat_from_R(R: np.ndarray) -> np.ndarray:
+    """Rotation matrices [..., 3, 3] -> unit quaternions [..., 4] wxyz (Shepperd's method)."""
+    R = np.asarray(R, np.float64)
+    m00, m11, m22 = R[..., 0, 0], R[..., 1, 1], R[..., 2, 2]
+    cands = np.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1)
+    k = np.argmax(cands, -1)
+    q = np.zeros(R.shape[:-2] + (4,))
+    s = np.sqrt(np.maximum(np.take_along_axis(cands, k[..., None], -1)[..., 0], 1e-12)) * 2  # 4 |q_k|
+    w = [(R[..., 2, 1] - R[..., 1, 2]), (R[..., 0, 2] - R[..., 2, 0]), (R[..., 1, 0] - R[..., 0, 1])]
+    xy, xz, yz = R[..., 0, 1] + R[..., 1, 0], R[..., 0, 2] + R[..., 2, 0], R[..., 1, 2] + R[..., 2, 1]
+    rows = [np.stack([s / 4, w[0] / s, w[1] / s, w[2] / s], -1),
+            np.stack([w[0] / s, s / 4, xy / s, xz / s], -1),
+            np.stack([w[1] / s, xy / s, s / 4, yz / s], -1),
+            np.stack([w[2] / s, xz / s, yz / s, s / 4], -1)]
+    for j in range(4):
+        q = np.where((k == j)[..., None], rows[j], q)
+    return q / np.linalg.norm(q, axis=-1, keepdims=True)
 
-    q = Rotation.from_matrix(R).as_quat()  # xyzw
-    return q
+
+def R_from_quat(q: np.ndarray) -> np.ndarray:
+    """Quaternions [..., 4] wxyz -> rotation matrices [..., 3, 3]."""
+    q = np.asarray(q, np.float64)
+    w, x, y, z = np.moveaxis(q / np.linalg.norm(q, axis=-1, keepdims=True), -1, 0)
+    return np.stack([np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+                     np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+                     np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1)], -2)
 
 
-def _R_from_quat(q: np.ndarray) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-
-    return Rotation.from_quat(q).as_matrix()
+def gaussian_smooth(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian filter along axis 0 (edge-replicated), x [F, ...]."""
+    if sigma <= 0 or len(x) < 2:
+        return x.copy()
+    r = int(np.ceil(3 * sigma))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    k /= k.sum()
+    pad = np.concatenate([np.repeat(x[:1], r, 0), x, np.repeat(x[-1:], r, 0)])
+    return sum(k[j] * pad[j:j + len(x)] for j in range(2 * r + 1))
 
 
 def smooth_poses(R: np.ndarray, t: np.ndarray, valid: np.ndarray, sigma: float):
     """Gaussian temporal smoothing of rotations [F, 3, 3] (quaternions, sign-aligned, renormalised)
     and translations [F, 3], within each run of consecutive valid frames."""
-    from scipy.ndimage import gaussian_filter1d
-
     from .landmarks import runs
 
     R = R.copy()
@@ -108,14 +132,12 @@ def smooth_poses(R: np.ndarray, t: np.ndarray, valid: np.ndarray, sigma: float):
     for a, b in runs(valid):
         if b - a < 2:
             continue
-        q = _quat_from_R(R[a:b])
+        q = quat_from_R(R[a:b])
         for i in range(1, len(q)):
             if np.dot(q[i], q[i - 1]) < 0:
                 q[i] = -q[i]
-        q = gaussian_filter1d(q, sigma, axis=0, mode="nearest")
-        q /= np.linalg.norm(q, axis=1, keepdims=True)
-        R[a:b] = _R_from_quat(q)
-        t[a:b] = gaussian_filter1d(t[a:b], sigma, axis=0, mode="nearest")
+        R[a:b] = R_from_quat(gaussian_smooth(q, sigma))
+        t[a:b] = gaussian_smooth(t[a:b], sigma)
     return R, t
 
 
@@ -185,8 +207,10 @@ def track(lm2d: np.ndarray, valid: np.ndarray, size, *, focal: Optional[float] =
 
 
 def rotation_angles_deg(head_pose: np.ndarray) -> np.ndarray:
-    """[F, 4, 4] camera-to-head -> [F, 3] head yaw, pitch, roll (degrees) of the head-to-camera rotation."""
-    from scipy.spatial.transform import Rotation
-
-    R = np.swapaxes(head_pose[:, :3, :3], 1, 2)
-    return Rotation.from_matrix(R).as_euler("YXZ", degrees=True)
+    """[F, 4, 4] camera-to-head -> [F, 3] yaw (about y), pitch (about x), roll (about z) in degrees
+    of the head-to-camera rotation R = Ry(yaw) Rx(pitch) Rz(roll)."""
+    R = np.swapaxes(np.asarray(head_pose, np.float64)[:, :3, :3], 1, 2)
+    pitch = np.arcsin(np.clip(-R[:, 1, 2], -1, 1))
+    yaw = np.arctan2(R[:, 0, 2], R[:, 2, 2])
+    roll = np.arctan2(R[:, 1, 0], R[:, 1, 1])
+    return np.degrees(np.stack([yaw, pitch, roll], 1))

@@ -109,11 +109,13 @@ def tiny_overrides(steps_static: int = 60, steps_deform: int = 120, steps_joint:
     return o
 
 
-if __name__ == "__main__":  # subprocess entry: python tests/test_train_fakes.py OUT_DIR [resume]
+if __name__ == "__main__":  # subprocess entry: python tests/test_train_fakes.py OUT_DIR BACKEND
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from avatar.apps.train import train
+    from avatar.apps.train import Trainer
+    from avatar.apps.train_config import load_config
 
-    out = Path(sys.argv[1])
-    resume = len(sys.argv) > 2 and sys.argv[2] == "resume"
-    ovr = tiny_overrides(steps_static=40, steps_deform=200, steps_joint=400, checkpoint_every=10)
-    train(None, out, preset=None, overrides=ovr, progress=False, resume=resume, dataset=FakeCapture(seed=1))
+    ovr = tiny_overrides(steps_static=40, steps_deform=200, steps_joint=400, checkpoint_every=10,
+                         backend=sys.argv[2])
+    tr = Trainer(load_config(None, ovr), FakeCapture(num_frames=24, size=32, seed=1), Path(sys.argv[1]),
+                 progress=False)
+    tr.run(callback=lambda step, stats: print(f"step {step}", flush=True))

@@ -162,13 +162,14 @@ def run_bench(b: BenchPrior) -> Dict[str, Any]:
         personal = train_prior([ref], space, acfg.to_dict(),
                                PriorTrainConfig(steps=b.personal_steps, batch_size=8, window_frames=min(64, np_),
                                                 ref_frames=np_, lr=1e-3, warmup_steps=50, checkpoint_every=0,
+                                                style_augment=0.0,
                                                 log_every=0, seed=b.seed, pca_var=b.train.pca_var),
                                personal_cfg, None, log=lambda m: None)
         t_personal += time.time() - t0
         p_personal = personal.predict(test.feats, test.pitch, None)["motion"]
         t0 = time.time()
         ft = finetune_prior(prior, ref, space, PriorTrainConfig(steps=b.finetune_steps, batch_size=8, lr=2e-4,
-                                                                   warmup_steps=10, style_dropout=0.0,
+                                                                   warmup_steps=10, style_dropout=0.0, style_augment=0.0,
                                                                    window_frames=min(64, np_), ref_frames=np_,
                                                                    checkpoint_every=0, log_every=0, seed=b.seed),
                             None, ref_frames=np_)

@@ -112,7 +112,7 @@ class PriorFinetune:
         out = self.out or self.prior.with_name(f"{self.prior.stem}_{Path(self.capture).name}.pt")
         ref = max(1, min(clip.num_frames, int(round(self.ref_seconds * clip.fps))))
         tcfg = PriorTrainConfig(steps=self.steps, lr=self.lr, batch_size=self.batch_size, warmup_steps=min(20, self.steps),
-                                style_dropout=0.0, window_frames=min(64, clip.num_frames), ref_frames=ref,
+                                style_dropout=0.0, style_augment=0.0, window_frames=min(64, clip.num_frames), ref_frames=ref,
                                 checkpoint_every=max(50, self.steps // 4), log_every=50)
         finetune_prior(prior, clip, ms, tcfg, out, ref_frames=ref, resume=self.resume)
         _log(f"wrote {out}")

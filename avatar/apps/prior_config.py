@@ -30,6 +30,10 @@ class PriorTrainConfig:
     style_dropout: float = 0.3
     """Probability of replacing the style reference by the learned null style, so the prior also
     works without a reference."""
+    style_augment: float = 0.35
+    """Style augmentation: each training sample scales its whitened motion latents (target and
+    reference alike) by per-component gains exp(U(-a, a)), so the prior sees many more speaking
+    styles than identities and must read amplitudes from the reference clip. 0 disables."""
     motion_weight: float = 1.0
     """Weight of the motion-code MSE (in code units, normalised by the total code variance)."""
     velocity_weight: float = 0.5

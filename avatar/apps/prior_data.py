@@ -171,98 +171,155 @@ SYNTH_MOTION_SPACE = {"kind": "procedural", "version": 1,
 
 @dataclass
 class SynthStyle:
-    """Known per-identity speaking style."""
+    """Known per-identity speaking style (and voice)."""
 
-    gain: float        # mouth-opening amplitude per unit of loudness
+    gain: float        # mouth-opening amplitude
+    spread: float      # lip-spreading amplitude (i, e)
+    round: float       # lip-rounding amplitude (o, u)
     asym: float        # left-right asymmetry as a fraction of the opening
-    smooth_s: float    # articulation smoothing (time constant, s)
+    smooth_s: float    # coarticulation smoothing (time constant, s)
     rate: float        # syllables per second
-    f0: float          # base pitch, Hz (not predictive of the style)
+    f0: float          # base pitch, Hz (voice; not predictive of the style)
+    tract: float       # formant scale (vocal-tract length; voice, not style)
 
 
 def random_style(rng: np.random.Generator) -> SynthStyle:
-    return SynthStyle(gain=float(rng.uniform(0.4, 1.6)), asym=float(rng.uniform(-0.5, 0.5)),
-                      smooth_s=float(rng.uniform(0.03, 0.09)), rate=float(rng.uniform(3.0, 5.5)),
-                      f0=float(rng.uniform(95, 240)))
+    return SynthStyle(gain=float(rng.uniform(0.6, 1.4)), spread=float(rng.uniform(0.6, 1.4)),
+                      round=float(rng.uniform(0.6, 1.4)), asym=float(rng.uniform(-0.3, 0.3)),
+                      smooth_s=float(rng.uniform(0.03, 0.08)), rate=float(rng.uniform(3.0, 5.0)),
+                      f0=float(rng.uniform(95, 240)), tract=float(rng.uniform(0.85, 1.15)))
+
+
+# vowels: (F1, F2) Hz and mouth targets (open, spread, round)
+_VOWELS = np.array([
+    # F1    F2    open spread round
+    [280, 2250, 0.30, 1.00, 0.00],   # i
+    [400, 2000, 0.50, 0.70, 0.00],   # e
+    [550, 1800, 0.70, 0.40, 0.00],   # E
+    [750, 1250, 1.00, 0.10, 0.00],   # a
+    [600, 900, 0.80, 0.00, 0.50],    # O
+    [420, 800, 0.50, 0.00, 0.80],    # o
+    [300, 750, 0.25, 0.00, 1.00],    # u
+    [500, 1450, 0.45, 0.10, 0.10],   # schwa
+])
+# consonants: kind, mouth targets (open, spread, round, press, tuck)
+_CONSONANTS = [("bilabial_nasal", (0.0, 0.0, 0.0, 1.0, 0.0)), ("bilabial_stop", (0.0, 0.0, 0.0, 1.0, 0.0)),
+               ("labiodental", (0.15, 0.0, 0.0, 0.0, 1.0)), ("alveolar_fric", (0.15, 0.5, 0.0, 0.0, 0.0)),
+               ("alveolar_stop", (0.25, 0.2, 0.0, 0.0, 0.0)), ("velar_stop", (0.35, 0.0, 0.0, 0.0, 0.0)),
+               ("none", None)]
+_N_BASES = 6  # open, spread, round, asym, press, tuck
 
 
 def _bases(motion_dim: int) -> np.ndarray:
-    """[4, M] fixed person-agnostic directions: open, spread, round, asymmetry."""
+    """[6, M] fixed person-agnostic orthonormal directions: open, spread, round, asymmetry, press, tuck."""
     g = np.random.default_rng(12345)
-    b = g.normal(size=(4, motion_dim))
-    q, _ = np.linalg.qr(b.T)
-    return q.T[:4].astype(np.float64)
+    q, _ = np.linalg.qr(g.normal(size=(motion_dim, _N_BASES)))
+    return q.T.astype(np.float64)
+
+
+def _band_noise(rng, n: int, lo: float, hi: float, sr: int) -> np.ndarray:
+    spec = np.fft.rfft(rng.normal(size=n))
+    f = np.fft.rfftfreq(n, 1 / sr)
+    spec[(f < lo) | (f > hi)] = 0
+    x = np.fft.irfft(spec, n)
+    return x / (x.std() + 1e-9)
 
 
 def synthetic_identity(seed: int, seconds: float = 20.0, fps: float = 25.0, motion_dim: int = 24,
                        style: Optional[SynthStyle] = None, sr: int = 16000
                        ) -> Tuple[np.ndarray, Dict[str, np.ndarray], SynthStyle]:
-    """Speech-like audio (voiced syllables on a per-identity pitch with vowel formants, pauses of
-    silence) and its ground truth: motion codes [F, M] (mouth opening follows the smoothed syllable
-    envelope times the identity's gain; spread/round follow the vowel; asymmetry is a fixed fraction
-    of the opening), blink [F] (random, audio-independent) and pose [F, 6] (slow drift + small nods
-    on stressed syllables). Returns (wav [S] float32, {"motion", "blink", "pose", "open"}, style)."""
+    """Speech-like audio and its ground truth, with a known per-identity style.
+
+    Audio: (C)V syllables at the identity's rate; vowels are harmonics of a gliding F0 shaped by two
+    formants (scaled by the identity's vocal-tract factor), consonants are a bilabial/nasal hum, stop
+    bursts and fricative noise bands; pauses are silence (room noise at -80 dBFS).
+    Motion codes [F, M]: per-phone mouth targets (open/spread/round/press/tuck, open scaled by
+    loudness) times the identity's gains, plus asymmetry = asym * opening, coarticulated by a
+    causal smoother with the identity's time constant, lips leading the sound by one frame
+    (within the prior's look-ahead). Blink [F] random (audio-independent); pose [F, 6] slow drift +
+    small nods with the opening. Returns (wav [S] float32, {"motion", "blink", "pose", "open"}, style)."""
     rng = np.random.default_rng(seed)
     st = style or random_style(rng)
     n = int(round(seconds * sr))
     f_frames = int(np.floor(seconds * fps))
-    env = np.zeros(n)
-    vowel = np.zeros((n, 3))
-    t = 0.0
+    amp = np.zeros(n)                 # voiced amplitude
+    formant = np.tile(_VOWELS[7, :2], (n, 1)).astype(float)
+    hum = np.zeros(n)                 # nasal murmur amplitude
+    fric_hi = np.zeros(n)             # s-like noise amplitude
+    fric_lo = np.zeros(n)             # f-like / burst noise amplitude
+    targets = np.zeros((n, 5))        # open, spread, round, press, tuck (sample rate, 0 = rest)
+    t = rng.uniform(0.0, 0.3)
     while t < seconds:
-        if rng.random() < 0.12:                               # pause (silence)
-            t += rng.uniform(0.3, 1.0)
+        if rng.random() < 0.1:                                    # pause
+            t += rng.uniform(0.3, 0.9)
             continue
-        dur = rng.uniform(0.6, 1.4) / st.rate
-        a, b = int(t * sr), min(n, int((t + dur) * sr))
-        if b > a:
-            ph = np.linspace(0, np.pi, b - a)
-            env[a:b] = np.maximum(env[a:b], rng.uniform(0.4, 1.0) * np.sin(ph) ** 1.5)
-            vowel[a:b, rng.integers(3)] = 1.0
-        t += dur + rng.uniform(0.0, 0.08)
-    # source: harmonics of a gliding f0; vowels as harmonic weights around two formants
+        dur = rng.uniform(0.7, 1.3) / st.rate
+        loud = rng.uniform(0.5, 1.0)
+        ckind, ctarget = _CONSONANTS[rng.integers(len(_CONSONANTS))]
+        v = _VOWELS[rng.integers(len(_VOWELS))]
+        a = int(t * sr)
+        cdur = 0.0 if ctarget is None else min(0.35 * dur, rng.uniform(0.05, 0.09))
+        c_end = min(n, int((t + cdur) * sr))
+        v_end = min(n, int((t + dur) * sr))
+        if c_end > a:
+            targets[a:c_end] = ctarget
+            m = c_end - a
+            if ckind == "bilabial_nasal":
+                hum[a:c_end] = 0.4 * loud
+            elif ckind.endswith("stop"):
+                burst = max(1, m // 4)
+                fric_lo[c_end - burst:c_end] = 0.6 * loud
+            elif ckind == "labiodental":
+                fric_lo[a:c_end] = 0.25 * loud
+            else:
+                fric_hi[a:c_end] = 0.35 * loud
+        if v_end > c_end:
+            m = v_end - c_end
+            env = np.sin(np.linspace(0, np.pi, m)) ** 0.7
+            amp[c_end:v_end] = loud * env
+            formant[c_end:v_end] = v[:2] * st.tract
+            targets[c_end:v_end] = [v[2] * (0.7 + 0.3 * loud), v[3], v[4], 0.0, 0.0]
+            targets[c_end:v_end] *= np.minimum(1.0, 4 * env)[:, None]
+        t += dur + rng.uniform(0.0, 0.06)
+    # --- audio
     ts = np.arange(n) / sr
-    f0 = st.f0 * (1 + 0.08 * np.sin(2 * np.pi * 0.7 * ts + rng.uniform(0, 6)))
+    f0 = st.f0 * (1 + 0.1 * np.sin(2 * np.pi * 0.6 * ts + rng.uniform(0, 6)) + 0.05 * amp)
     phase = 2 * np.pi * np.cumsum(f0) / sr
-    formants = np.array([[750, 1200], [300, 2300], [350, 800]], float)    # a, i, u
     wav = np.zeros(n)
-    for k in range(1, 25):
+    f3 = 2600 * st.tract
+    for k in range(1, 31):
         fk = k * f0
-        w = np.zeros(n)
-        for v in range(3):
-            gain_v = sum(np.exp(-0.5 * ((fk - fm) / 150.0) ** 2) for fm in formants[v])
-            w += vowel[:, v] * gain_v
-        wav += (w + 0.05) / k * np.sin(k * phase)
-    wav *= env
-    wav += 0.02 * rng.normal(size=n) * (env > 0.05)                        # breath/fricative noise
+        g = (np.exp(-0.5 * ((fk - formant[:, 0]) / 90.0) ** 2) + 0.6 * np.exp(-0.5 * ((fk - formant[:, 1]) / 120.0) ** 2)
+             + 0.2 * np.exp(-0.5 * ((fk - f3) / 150.0) ** 2) + 0.02)
+        wav += amp * g / np.sqrt(k) * np.sin(k * phase)
+        if k <= 3:
+            wav += hum * np.exp(-0.5 * ((fk - 250.0) / 80.0) ** 2) * np.sin(k * phase)
+    wav += 0.15 * fric_hi * _band_noise(rng, n, 4000, 7900, sr) + 0.15 * fric_lo * _band_noise(rng, n, 800, 7900, sr)
     wav = wav / (np.abs(wav).max() + 1e-9) * 0.5
-    wav += 1e-4 * rng.normal(size=n)                                       # room noise
-    # ground truth at frame rate (frame t covers [t/fps, (t+1)/fps))
-    idx = ((np.arange(f_frames) + 0.5) / fps * sr).astype(int).clip(0, n - 1)
-    e = env[idx]
-    vf = vowel[idx]
+    wav += 1e-4 * rng.normal(size=n)
+    # --- motion at frame rate (frame t covers [t/fps, (t+1)/fps)); lips lead the sound by one frame
+    edges = (np.arange(f_frames + 1) / fps * sr).astype(int).clip(0, n)
+    cs = np.concatenate([np.zeros((1, 5)), np.cumsum(targets, 0)])
+    tf = (cs[edges[1:]] - cs[edges[:-1]]) / np.maximum(1, edges[1:] - edges[:-1])[:, None]
+    tf = np.concatenate([tf[1:], tf[-1:]], 0)
     alpha = 1 - np.exp(-1.0 / (fps * st.smooth_s))
-    op = np.zeros(f_frames)
-    sm = np.zeros((f_frames, 3))
-    for i in range(f_frames):                                              # causal articulation smoothing
-        prev = op[i - 1] if i else 0.0
-        op[i] = prev + alpha * (e[i] * (1.0 - 0.5 * vf[i, 1]) - prev)
-        sm[i] = (sm[i - 1] if i else 0.0) + alpha * (vf[i] * e[i] - (sm[i - 1] if i else 0.0))
-    opening = st.gain * op
+    sm = np.zeros_like(tf)
+    for i in range(f_frames):
+        sm[i] = (sm[i - 1] if i else 0.0) + alpha * (tf[i] - (sm[i - 1] if i else 0.0))
+    opening = st.gain * sm[:, 0]
     bases = _bases(motion_dim)
-    motion = (opening[:, None] * bases[0] + 0.6 * st.gain * sm[:, 1:2] * bases[1] + 0.6 * st.gain * sm[:, 2:3] * bases[2]
-              + st.asym * opening[:, None] * bases[3])
+    motion = (opening[:, None] * bases[0] + st.spread * sm[:, 1:2] * bases[1] + st.round * sm[:, 2:3] * bases[2]
+              + st.asym * opening[:, None] * bases[3] + sm[:, 3:4] * bases[4] + sm[:, 4:5] * bases[5])
     motion += 0.01 * rng.normal(size=motion.shape)
     blink = np.zeros(f_frames)
     tb = rng.uniform(0.5, 3.0)
     while tb < seconds:
-        c = tb * fps
-        blink = np.maximum(blink, np.clip(1 - np.abs(np.arange(f_frames) - c) / 2.0, 0, 1))
+        blink = np.maximum(blink, np.clip(1 - np.abs(np.arange(f_frames) - tb * fps) / 2.0, 0, 1))
         tb += rng.uniform(2.0, 5.0)
     pose = np.zeros((f_frames, 6))
     drift = np.cumsum(rng.normal(scale=0.002, size=(f_frames, 3)), 0)
     pose[:, :3] = drift - drift.mean(0)
-    pose[:, 0] += 0.03 * op
+    pose[:, 0] += 0.03 * sm[:, 0]
     gt = {"motion": motion.astype(np.float32), "blink": blink.astype(np.float32), "pose": pose.astype(np.float32),
           "open": opening.astype(np.float32)}
     return wav.astype(np.float32), gt, st

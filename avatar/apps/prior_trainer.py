@@ -107,17 +107,19 @@ class _TrainStep(nn.Module):
         self.prior = prior
         self.tcfg = tcfg
 
-    def forward(self, feats, pitch, codes, blink, pose, ref_feats, ref_codes, drop) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    def forward(self, feats, pitch, codes, blink, pose, ref_feats, ref_codes, drop, gains
+                ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         # feats [B,T,Da], pitch [B,T,3], codes [B,T,M], blink [B,T], pose [B,T,6],
-        # ref_feats [B,R,Da], ref_codes [B,R,M], drop [B] bool
+        # ref_feats [B,R,Da], ref_codes [B,R,M], drop [B] bool, gains [B,K] style augmentation
         p, t = self.prior, self.tcfg
+        z = p.encode_motion(codes) * gains[:, None]                                 # [B,T,K]
         style = None
         if p.cfg.style:
-            tokens = p.style_tokens(ref_feats, ref_codes)                          # [B,S,d]
+            ref_z = p.encode_motion(ref_codes) * gains[:, None]
+            tokens = p.net.encode_style(p.norm_audio(ref_feats), ref_z)             # [B,S,d]
             null = p.net.null_style[None].expand_as(tokens)
             style = torch.where(drop[:, None, None], null, tokens)
         out = p(feats, pitch, style)
-        z = p.encode_motion(codes)                                                  # [B,T,K]
         w = p.pca.scale.to(z) ** 2
         w = w / w.sum()
         err = out["motion"] - z
@@ -131,9 +133,9 @@ class _TrainStep(nn.Module):
 
 
 def sample_global_batch(clips: List[PriorClip], step: int, global_batch: int, window: int, ref: int,
-                        tcfg: PriorTrainConfig) -> List[Tuple[int, int, int, bool]]:
-    """The global batch of `step`: (clip index, target start, reference start, drop style) per sample;
-    identical on every rank and independent of history (exact resume)."""
+                        tcfg: PriorTrainConfig) -> List[Tuple[int, int, int, bool, int]]:
+    """The global batch of `step`: (clip index, target start, reference start, drop style, augmentation
+    seed) per sample; identical on every rank and independent of history (exact resume)."""
     g = torch.Generator().manual_seed(tcfg.seed * 1_000_003 + step + 1)
     out = []
     for _ in range(global_batch):
@@ -148,18 +150,28 @@ def sample_global_batch(clips: List[PriorClip], step: int, global_batch: int, wi
         else:                                          # clip too short for a disjoint reference
             r = int(torch.randint(n - ref + 1, (1,), generator=g))
         drop = bool(torch.rand((), generator=g) < tcfg.style_dropout)
-        out.append((ci, s, r, drop))
+        out.append((ci, s, r, drop, int(torch.randint(1 << 31, (1,), generator=g))))
     return out
 
 
-def _collate(clips: List[PriorClip], items, window: int, ref: int, dev: torch.device):
+def _gains(items, k: int, amount: float) -> torch.Tensor:
+    """[B, K] per-sample per-component style-augmentation gains exp(U(-amount, amount))."""
+    out = []
+    for *_, seed in items:
+        g = torch.Generator().manual_seed(seed)
+        out.append(torch.exp((torch.rand(k, generator=g) * 2 - 1) * amount))
+    return torch.stack(out)
+
+
+def _collate(clips: List[PriorClip], items, window: int, ref: int, dev: torch.device, k: int, augment: float):
     def stack(get):
-        return torch.stack([get(clips[ci], s, r) for ci, s, r, _ in items]).to(dev)
+        return torch.stack([get(clips[ci], s, r) for ci, s, r, *_ in items]).to(dev)
     return (stack(lambda c, s, r: c.feats[s:s + window]), stack(lambda c, s, r: c.pitch[s:s + window]),
             stack(lambda c, s, r: c.motion[s:s + window]), stack(lambda c, s, r: c.blink[s:s + window]),
             stack(lambda c, s, r: c.pose[s:s + window]), stack(lambda c, s, r: c.feats[r:r + ref]),
             stack(lambda c, s, r: c.motion[r:r + ref]),
-            torch.tensor([d for *_, d in items], dtype=torch.bool, device=dev))
+            torch.tensor([d for _, _, _, d, _ in items], dtype=torch.bool, device=dev),
+            _gains(items, k, augment).to(dev))
 
 
 def lr_at(step: int, tcfg: PriorTrainConfig) -> float:
@@ -245,7 +257,7 @@ def train_prior(clips: List[PriorClip], motion_space: Dict[str, Any], audio_feat
         for step in range(start, tcfg.steps):
             torch.manual_seed(tcfg.seed * 7919 + step * 31 + rank)     # dropout noise: a function of (step, rank)
             items = sample_global_batch(clips, step, gb, window, ref, tcfg)[rank * tcfg.batch_size:(rank + 1) * tcfg.batch_size]
-            batch = _collate(clips, items, window, ref, dev)
+            batch = _collate(clips, items, window, ref, dev, prior.cfg.code_dim, tcfg.style_augment)
             for gparam in opt.param_groups:
                 gparam["lr"] = lr_at(step, tcfg)
             loss, parts = model(*batch)

@@ -231,14 +231,21 @@ def _np(x) -> np.ndarray:
 # ----------------------------------------------------------------------------- conditioners
 @dataclass
 class EnvelopeConfig:
-    """Mouth opening from the audio level (procedural head)."""
+    """Mouth opening from the audio level (procedural head), with automatic gain: levels are
+    measured against a running peak, so loud and quiet recordings both move the mouth."""
 
     window_ms: float = 60.0
     """RMS window ending at the end of each frame's audio interval."""
-    floor_db: float = -50.0
-    """Level (dBFS RMS) at and below which the mouth is closed."""
-    range_db: float = 30.0
-    """Level above floor_db at which the mouth is fully open."""
+    gate_db: float = -55.0
+    """Level (dBFS RMS) below which the mouth is closed whatever the gain."""
+    range_db: float = 24.0
+    """The mouth opens over the levels from (peak - range_db) to (peak - headroom_db)."""
+    headroom_db: float = 4.0
+    """Fully open this far below the running peak."""
+    peak_decay_db: float = 0.1
+    """How fast the running peak falls per frame (dB), to follow a quieter speaker."""
+    initial_peak_db: float = -20.0
+    """Running peak at the start of a stream."""
     release: float = 0.5
     """Per-frame decay factor when the level falls (0 = instant, closer to 1 = slower)."""
 
@@ -257,16 +264,23 @@ class MouthEnvelope:
         self._buf0 = 0  # absolute index of _buf[0]
         self._t = 0
         self._level = 0.0
+        self._peak = self.cfg.initial_peak_db
 
     def _row(self, t: int) -> np.ndarray:
+        c = self.cfg
         end = frame_sample(t + 1, self.fps)
         lo = max(0, end - self.win)
         seg = self._buf[max(0, lo - self._buf0): max(0, end - self._buf0)]
         rms = float(np.sqrt(np.mean(np.square(seg, dtype=np.float64)))) if seg.size else 0.0
         db = 20 * math.log10(rms + 1e-9)
-        target = min(1.0, max(0.0, (db - self.cfg.floor_db) / self.cfg.range_db))
+        self._peak = max(db, self._peak - c.peak_decay_db, c.gate_db + c.range_db)
+        if db < c.gate_db:
+            target = 0.0
+        else:
+            target = (db - (self._peak - c.range_db)) / max(1e-6, c.range_db - c.headroom_db)
+            target = min(1.0, max(0.0, target))
         self._level = target if target >= self._level else \
-            self.cfg.release * self._level + (1 - self.cfg.release) * target
+            c.release * self._level + (1 - c.release) * target
         return np.array([self._level], np.float32)
 
     def push(self, wav: np.ndarray) -> List[np.ndarray]:
@@ -488,14 +502,17 @@ class BlinkSchedule:
         self._times: List[float] = [1.0 + float(self._rng.uniform(0, 1.5))]
 
     def __call__(self, t: int) -> float:
+        import bisect
+
         if not self.cfg.enabled:
             return 0.0
         s = t / self.fps
         while self._times[-1] < s + self.cfg.duration_s:
             self._times.append(self._times[-1] + float(self._rng.uniform(*self.cfg.interval_s)))
         half = self.cfg.duration_s / 2
+        k = bisect.bisect_left(self._times, s - self.cfg.duration_s)
         v = 0.0
-        for c in self._times[-3:]:
+        for c in self._times[k:k + 3]:
             v = max(v, 1.0 - abs(s - (c + half)) / half)
         return float(min(1.0, max(0.0, v)))
 
@@ -536,22 +553,37 @@ def procedural_camera(width: int, height: int) -> Camera:
 
 class ProceduralHeadSource(StreamingSource):
     """FrameSource over avatar.data.procedural_head: mouth opening follows the audio envelope,
-    blinks from a BlinkSchedule. Needs no checkpoint; fast enough for server and page tests."""
+    blinks from a BlinkSchedule. Needs no checkpoint; fast enough for server and page tests.
+
+    With a fixed pose, renders are cached per quantised expression (`mouth_levels` x
+    `blink_levels` entries at most), so a stream costs at most that many rasterize calls."""
 
     def __init__(self, view: Optional[ViewConfig] = None, fps: float = 25.0,
                  pose: Optional[PoseSource] = None, backdrop: Optional[Backdrop] = None,
                  envelope: Optional[EnvelopeConfig] = None, blink: Optional[BlinkConfig] = None,
-                 spacing: float = 0.004):
+                 spacing: float = 0.006, mouth_levels: int = 8, blink_levels: int = 4):
         from avatar.data.procedural_head import HeadStyle
 
         self.view = view or ViewConfig()
         self.style = HeadStyle(spacing=spacing)
         self.pose = pose or FixedPose(procedural_camera(self.view.width, self.view.height))
         self.blinks = BlinkSchedule(fps, blink)
+        self.levels = (max(1, int(mouth_levels)), max(1, int(blink_levels)))
+        self._cache: dict = {}
         super().__init__(MouthEnvelope(fps, envelope), self._render, fps=fps,
                          width=self.view.width, height=self.view.height,
                          views=2 if self.view.stereo else 1, window=0, lookahead=0,
                          backdrop=backdrop or Backdrop("color", (1.0, 1.0, 1.0)))
+
+    def expression(self, t: int, mouth_open: float) -> Tuple[float, float]:
+        """(mouth_open, blink) actually rendered for frame t (quantised when caching)."""
+        m = min(1.0, max(0.0, float(mouth_open)))
+        b = self.blinks(t)
+        if isinstance(self.pose, FixedPose):
+            lm, lb = self.levels
+            m = round(m * lm) / lm
+            b = round(b * lb) / lb
+        return m, b
 
     def gaussians(self, mouth_open: float, blink: float) -> dict:
         """The head's Gaussians for one expression (torch tensors, see avatar.data.procedural_head)."""
@@ -559,21 +591,33 @@ class ProceduralHeadSource(StreamingSource):
 
         return procedural_head(min(1.0, max(0.0, mouth_open)), min(1.0, max(0.0, blink)), self.style)
 
+    def _render_one(self, t: int, m: float, b: float):
+        from avatar.ops import rasterize
+        import torch
+
+        g = self.gaussians(m, b)
+        V, K = cameras_for(self.pose, t, self.view)
+        c, a, _ = rasterize(g["means"], g["quats"], g["scales"], g["opacities"], g["colors"],
+                            torch.from_numpy(V), torch.from_numpy(K), self.view.width,
+                            self.view.height, backend=self.view.backend)
+        return c.numpy(), a.numpy()  # [C, H, W, 3], [C, H, W, 1]
+
     def _render(self, idx: List[int], wins: np.ndarray):
         import torch
 
-        from avatar.ops import rasterize
-
         cols, alps = [], []
-        for t, w in zip(idx, wins):
-            g = self.gaussians(float(w[0, 0]), self.blinks(t))
-            V, K = cameras_for(self.pose, t, self.view)
-            c, a, _ = rasterize(g["means"], g["quats"], g["scales"], g["opacities"], g["colors"],
-                                torch.from_numpy(V), torch.from_numpy(K), self.view.width,
-                                self.view.height, backend=self.view.backend)
-            cols.append(c)
-            alps.append(a)
-        return torch.stack(cols), torch.stack(alps)
+        with torch.no_grad():
+            for t, w in zip(idx, wins):
+                m, b = self.expression(t, float(w[0, 0]))
+                if isinstance(self.pose, FixedPose):
+                    if (m, b) not in self._cache:
+                        self._cache[(m, b)] = self._render_one(t, m, b)
+                    c, a = self._cache[(m, b)]
+                else:
+                    c, a = self._render_one(t, m, b)
+                cols.append(c)
+                alps.append(a)
+        return np.stack(cols), np.stack(alps)
 
 
 # ----------------------------------------------------------------------------- trained avatar

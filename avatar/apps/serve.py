@@ -36,7 +36,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Annotated, Any, Callable, Dict, List, Optional, Tuple
+
+import tyro
 
 import numpy as np
 
@@ -71,7 +73,7 @@ SourceFactory = Callable[[bool], Any]  # stereo -> FrameSource
 class Serve:
     """Live avatar server: streamed audio over a WebSocket in, JPEG frames out, plus a web page."""
 
-    ckpt: str
+    ckpt: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="CKPT")]
     """Avatar checkpoint (.pt), or "procedural" for the built-in procedural head (no training)."""
     host: str = "127.0.0.1"
     """Interface to bind (127.0.0.1 = this machine only; 0.0.0.0 exposes it to the network)."""

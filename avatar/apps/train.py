@@ -200,9 +200,14 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         latent = m.encode_audio(d.audio[i].to(dev)) if use_deform else None
         motion = d.motion[i].to(dev) if (d.motion is not None and use_deform) else None
-        out = m.render(d.viewmats[i:i + 1].to(dev), d.Ks[i:i + 1].to(dev), d.width, d.height,
-                       audio_latent=latent, motion=motion, blink=d.blink[i].to(dev), background=self._bg,
-                       use_deform=use_deform, backend=c.backend)
+        try:
+            out = m.render(d.viewmats[i:i + 1].to(dev), d.Ks[i:i + 1].to(dev), d.width, d.height,
+                           audio_latent=latent, motion=motion, blink=d.blink[i].to(dev), background=self._bg,
+                           use_deform=use_deform, backend=c.backend)
+        except ValueError as e:  # the rasterizer refuses NaN/inf inputs: the model has diverged
+            if "non-finite" not in str(e):
+                raise
+            self._non_finite(f"non-finite Gaussians ({e})", phase, i)
         pred = out["rgb"][0]
         L = c.loss
         w = 1.0 + L.mouth_weight * (mask == 3).float() + L.lip_weight * d.lips[i].to(dev).float()  # [h,w]
@@ -220,11 +225,7 @@ class Trainer:
         if L.scale_weight > 0:
             loss = loss + L.scale_weight * posed["scales"].mean() / m.cfg.gaussians.init_scale
         if not torch.isfinite(loss):
-            last = self.checkpoint_paths()
-            raise TrainingError(
-                f"non-finite loss ({float(loss)}) at step {self.step} (phase {phase.name!r}, frame {i}); "
-                f"training stopped. Last good checkpoint: {last[-1] if last else 'none yet'}. "
-                f"Try lower learning rates (optim.*) or resume with --resume after changing the config.")
+            self._non_finite(f"non-finite loss ({float(loss.detach())})", phase, i)
         loss.backward()
         trained = set()
         if train_canonical:
@@ -248,6 +249,13 @@ class Trainer:
         mse = float(((pred.detach() - gt) ** 2).mean())
         return {"loss": float(loss.detach()), "l1": float(l1.detach()), "psnr": psnr_from_mse(mse),
                 "num_gaussians": float(len(m.gaussians)), "deform": float(use_deform)}
+
+    def _non_finite(self, what: str, phase, frame: int):
+        last = self.checkpoint_paths()
+        raise TrainingError(
+            f"{what} at step {self.step} (phase {phase.name!r}, frame {frame}); training stopped. "
+            f"Last good checkpoint: {last[-1] if last else 'none yet'} (kept). Lower the learning rates "
+            f"(optim.*) in {self.out / 'config.yaml'} and continue with --resume, or start again.")
 
     # -- previews --
     def write_preview(self) -> Optional[Path]:
@@ -279,8 +287,9 @@ class Trainer:
         return path
 
     # -- the loop --
-    def run(self, resume: bool = False, stop_after: Optional[int] = None) -> Path:
-        """Train to cfg.total_steps (or `stop_after` steps from now); returns the avatar.pt path."""
+    def run(self, resume: bool = False, stop_after: Optional[int] = None, callback=None) -> Path:
+        """Train to cfg.total_steps (or `stop_after` steps from now); returns the avatar.pt path (or, when
+        stopped early by stop_after, the training checkpoint). callback(step, stats) runs after each step."""
         from avatar.apps.logging import make_writer
         from avatar.apps.train_config import save_config
         from avatar.model.config import to_dict
@@ -306,6 +315,8 @@ class Trainer:
         try:
             while self.step < end:
                 stats = self.train_step()
+                if callback is not None:
+                    callback(self.step, stats)
                 ema = stats if ema is None else {k: 0.9 * ema[k] + 0.1 * v for k, v in stats.items()}
                 if self.step % max(1, c.log_every) == 0 or self.step == end:
                     self.history.append({"step": self.step, **stats})

@@ -63,6 +63,7 @@ class HeadStyle:
 
 JAW_RANGE = 0.24          # rad of jaw rotation at mouth_open = 1 (amplitude 1)
 MOUTH_BAND = 0.012        # m: height of the transition between the fixed upper face and the jaw
+EYE_OPEN = 1.35          # resting lid gap relative to the canonical face's
 BLINK_MEET = 0.2          # the lids meet 20% of the way from the lower to the upper lid contour
 LIGHT = np.array([-0.35, -0.55, -1.0]) / np.linalg.norm([-0.35, -0.55, -1.0])  # toward the light
 _UPPER_LIP_OUTER = np.array([185, 40, 39, 37, 0, 267, 269, 270, 409], np.int64)
@@ -176,6 +177,9 @@ class _Head:
         self.style = style
         sc = np.asarray(style.head_scale, float)
         lm = fm.canonical().astype(np.float64) * sc                       # [478,3]
+        # the mediapipe average squints a little (7 mm lid gap): open the resting eyes wider
+        for up, lo in ((fm.LEFT_EYE_UPPER, fm.LEFT_EYE_LOWER), (fm.RIGHT_EYE_UPPER, fm.RIGHT_EYE_LOWER)):
+            lm[up] = lm[lo] + EYE_OPEN * (lm[up] - lm[lo])
         self.lm0 = lm
         self.pivot = np.array([0.0, 0.0, 0.005]) * sc                     # jaw hinge (y, z used)
         x = lm[:, 0]
@@ -319,7 +323,7 @@ class _Head:
         # teeth: upper row fixed below the upper inner lip, lower row on the jaw above the lower lip
         y13 = lm[13, 1]
         tstep = sp * 0.45
-        for y0, y1, wj in ((y13 - 0.004, y13 + 0.0055, 0.0), (y14 - 0.0055, y14 + 0.003, 1.0)):
+        for y0, y1, wj in ((y13 - 0.003, y13 + 0.0045, 0.0), (y14 - 0.0045, y14 + 0.0025, 1.0)):
             gx, gy = np.meshgrid(np.arange(-0.02 * sc[0], 0.02 * sc[0], tstep),
                                  np.arange(y0 * 1.0, y1, tstep))
             gx, gy = gx.ravel(), gy.ravel()
@@ -337,11 +341,16 @@ class _Head:
         pts, nrm, ssk = _ellipsoid_points(c_sk, r_sk, sp * 1.8)
         oval = lm[fm.FACE_OVAL, :2]
         oval_big = (oval - oval.mean(0)) * 0.97 + oval.mean(0)
-        drop = (_inside(pts[:, :2], oval_big) & (pts[:, 2] < 0.02 * sc[2])) | (pts[:, 1] > 0.06 * sc[1])
-        pts, nrm = pts[~drop], nrm[~drop]
+        in_oval = _inside(pts[:, :2], oval_big)
+        # keep skull points inside the face outline only well behind the face surface (they fill the
+        # head when seen from the side); depth of the face there = z of the nearest landmark in xy
+        near = np.linalg.norm(pts[:, None, :2] - lm[None, :468, :2], axis=2).argmin(1)
+        drop = (in_oval & (pts[:, 2] < lm[near, 2] + 0.012 * sc[2])) | (pts[:, 1] > 0.06 * sc[1])
+        pts, nrm, in_oval = pts[~drop], nrm[~drop], in_oval[~drop]
         y, z, ax = pts[:, 1] / sc[1], pts[:, 2] / sc[2], np.abs(pts[:, 0]) / sc[0]
         is_hair = (y < -0.083) | ((z > 0.025) & (y < 0.045)) | ((y < -0.035) & (ax > 0.055)) \
             | ((y < 0.0) & (z > -0.005) & (ax > 0.06))
+        is_hair &= ~in_oval
         col = np.where(is_hair[:, None], np.array(s.hair), np.array(s.skin) * 0.95)
         col = col * _texture(pts * np.where(is_hair[:, None], 3.0, 1.0), np.where(is_hair, 0.25, 0.04)[:, None])
         # hair sits slightly outside the skull
@@ -355,8 +364,8 @@ class _Head:
                           0.0, 1.0, True))
 
         # neck: an elliptic cylinder; under-jaw skin from the lower face oval to the neck
-        ncen, nr = np.array([0.0, 0.0, 0.022]) * sc, np.array([0.05, 0.0, 0.048]) * sc
-        ys = np.arange(0.04 * sc[1], 0.23, sp * 2.0)
+        ncen, nr = np.array([0.0, 0.0, 0.022]) * sc, np.array([0.056, 0.0, 0.052]) * sc
+        ys = np.arange(0.04 * sc[1], 0.21, sp * 2.0)
         n_around = int(2 * np.pi * nr[0] / (sp * 2.0))
         ang = np.linspace(0, 2 * np.pi, n_around, endpoint=False)
         A, Y = np.meshgrid(ang, ys)
@@ -374,8 +383,8 @@ class _Head:
         self.under_col = neck_col * 0.95
 
         # shoulders / torso: upper half of a wide ellipsoid
-        pts, nrm, sto = _ellipsoid_points([0.0, 0.34, 0.03], [0.21, 0.14, 0.11], sp * 3.0)
-        keep = pts[:, 1] < 0.32
+        pts, nrm, sto = _ellipsoid_points([0.0, 0.31, 0.03], [0.24, 0.13, 0.12], sp * 3.0)
+        keep = pts[:, 1] < 0.30
         pts, nrm = pts[keep], nrm[keep]
         col = np.array(s.shirt) * _texture(pts, 0.06)
         parts.append((pts, nrm, sto * 0.9, col, LABEL_TORSO, 0.0, 1.0, True))

@@ -107,7 +107,9 @@ class _Block(nn.Module):
         super().__init__()
         self.heads = heads
         self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.qkv = nn.Linear(d, 3 * d)
+        self.q = nn.Linear(d, d)
+        self.k = nn.Linear(d, d, bias=False)   # a key bias cannot change the softmax: none (no dead parameters)
+        self.v = nn.Linear(d, d)
         self.proj = nn.Linear(d, d)
         self.ff = nn.Sequential(nn.Linear(d, ff_mult * d), nn.GELU(), nn.Linear(ff_mult * d, d))
         self.drop = nn.Dropout(dropout)
@@ -118,8 +120,7 @@ class _Block(nn.Module):
         b, t, d = x.shape
         h = self.ln1(x)
         kv_in = h if prefix is None else torch.cat([self.ln1(prefix), h], 1)
-        q = self.qkv(h)[..., :d]
-        k, v = self.qkv(kv_in)[..., d:].split(d, -1)
+        q, k, v = self.q(h), self.k(kv_in), self.v(kv_in)
         q = q.view(b, t, self.heads, -1).transpose(1, 2)                          # [B, H, T, hd]
         k = k.view(b, kv_in.shape[1], self.heads, -1).transpose(1, 2)             # [B, H, S, hd]
         v = v.view(b, kv_in.shape[1], self.heads, -1).transpose(1, 2)

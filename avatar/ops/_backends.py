@@ -95,7 +95,8 @@ def _status(name: str) -> Tuple[bool, str]:
 
 
 def ops(name: str):
-    """The module implementing project / sh_colors / rasterize_pixels for a tiled backend."""
-    module = {"torch": "avatar.ops._torch_impl", "cpu": "avatar.ops._cpu",
-              "cuda": "avatar.ops._cuda"}[name]
-    return importlib.import_module(module)
+    """The object implementing project / sh_colors / rasterize_pixels for a tiled backend."""
+    if name == "torch":
+        return importlib.import_module("avatar.ops._torch_impl")
+    from avatar.ops._ext import Ops
+    return Ops(name)

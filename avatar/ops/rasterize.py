@@ -61,7 +61,8 @@ def rasterize(
                     eps2d=float(eps2d), antialiased=rasterize_mode == "antialiased")
     if name == "gsplat":
         from avatar.ops import _gsplat
-        out = _gsplat.rasterize_flat(**flat, **settings, batch=batch)
+        out = _gsplat.rasterize(means, quats, scales, opacities, colors, viewmats, Ks, backgrounds,
+                                **settings)
     else:
         out = _rasterize_tiled(_backends.ops(name), **flat, **settings, batch=batch)
     render, alphas, means2d, radii, depths = out
@@ -73,8 +74,8 @@ def rasterize(
         "depths": depths.reshape(batch + (C, N)),
         "backend": name,
     }
-    return (render.reshape(batch + tuple(render.shape[1:])),
-            alphas.reshape(batch + tuple(alphas.shape[1:])), meta)
+    return (render.reshape(batch + tuple(render.shape[-4:])),
+            alphas.reshape(batch + tuple(alphas.shape[-4:])), meta)
 
 
 def _rasterize_tiled(ops, *, means, quats, scales, opacities, colors, viewmats, Ks, backgrounds,

@@ -33,6 +33,30 @@ static int thread_id() {
 #endif
 }
 
+// A tile's splats copied contiguously (the tile's 256 pixels all walk this list).
+struct PackedSplat {
+    float mx, my, conic[3], opacity;
+    float sigma_cut;    // sigma above which alpha < 1/255 for sure: skip without expf
+    int32_t n;
+};
+
+static void pack_tile(const int32_t* ids, int32_t s, int32_t e, const float* m2, const float* con,
+                      const float* op, std::vector<PackedSplat>& out) {
+    out.resize(e - s);
+    for (int32_t j = s; j < e; ++j) {
+        const int32_t n = ids[j];
+        PackedSplat& p = out[j - s];
+        p.mx = m2[2 * n];
+        p.my = m2[2 * n + 1];
+        p.conic[0] = con[3 * n];
+        p.conic[1] = con[3 * n + 1];
+        p.conic[2] = con[3 * n + 2];
+        p.opacity = op[n];
+        p.sigma_cut = splat_sigma_cutoff(op[n]);
+        p.n = n;
+    }
+}
+
 void project_forward(const Geometry& g, const float* means, const float* quats, const float* scales,
                      const float* opacities, const float* viewmats, const float* Ks, float* means2d,
                      float* conics, float* depths, int32_t* radii, float* opac_out) {
@@ -171,29 +195,33 @@ void raster_forward(int I, int N, int D, int width, int height, const float* mea
 #pragma omp parallel
         {
             std::vector<float> acc(D);
+            std::vector<PackedSplat> pk;
 #pragma omp for schedule(dynamic, 1)
             for (int t = 0; t < T; ++t) {
                 const int tx = t % tiles_x, ty = t / tiles_x;
                 const int32_t s = offs[t], e = offs[t + 1];
+                pack_tile(ids, s, e, m2, con, op, pk);
+                const int32_t cnt = e - s;
                 for (int py = ty * TILE; py < std::min(height, (ty + 1) * TILE); ++py) {
                     for (int px = tx * TILE; px < std::min(width, (tx + 1) * TILE); ++px) {
                         const float fx = (float)px + 0.5f, fy = (float)py + 0.5f;
                         float Tr = 1.f;
                         int32_t consumed = 0;
                         std::fill(acc.begin(), acc.end(), 0.f);
-                        for (int32_t j = s; j < e; ++j) {
-                            const int32_t n = ids[j];
-                            const float dx = m2[2 * n] - fx, dy = m2[2 * n + 1] - fy;
-                            const float sigma = splat_sigma(con + 3 * n, dx, dy);
+                        for (int32_t j = 0; j < cnt; ++j) {
+                            const PackedSplat& p = pk[j];
+                            const float dx = p.mx - fx, dy = p.my - fy;
+                            const float sigma = splat_sigma(p.conic, dx, dy);
+                            if (sigma > p.sigma_cut) continue;
                             float alpha, raw;
-                            if (!splat_alpha(op[n], sigma, &alpha, &raw)) continue;
+                            if (!splat_alpha(p.opacity, sigma, &alpha, &raw)) continue;
                             const float next_T = Tr * (1.f - alpha);
                             if (next_T <= T_MIN) break;
                             const float w = alpha * Tr;
-                            const float* f = feat + (int64_t)D * n;
+                            const float* f = feat + (int64_t)D * p.n;
                             for (int d = 0; d < D; ++d) acc[d] += w * f[d];
                             Tr = next_T;
-                            consumed = j - s + 1;
+                            consumed = j + 1;
                         }
                         const int64_t pix = (int64_t)py * width + px;
                         for (int d = 0; d < D; ++d) img[pix * D + d] = acc[d];
@@ -230,10 +258,12 @@ void raster_backward(int I, int N, int D, int width, int height, const float* me
         {
             float* mine = buf.data() + (size_t)thread_id() * N * stride;
             std::vector<float> S(D);
+            std::vector<PackedSplat> pk;
 #pragma omp for schedule(dynamic, 1)
             for (int t = 0; t < T; ++t) {
                 const int tx = t % tiles_x, ty = t / tiles_x;
                 const int32_t s = offs[t];
+                pack_tile(tile_ids, s, offs[t + 1], m2, con, op, pk);
                 for (int py = ty * TILE; py < std::min(height, (ty + 1) * TILE); ++py) {
                     for (int px = tx * TILE; px < std::min(width, (tx + 1) * TILE); ++px) {
                         const int64_t pix = (int64_t)py * width + px;
@@ -248,12 +278,14 @@ void raster_backward(int I, int N, int D, int width, int height, const float* me
                         // dA/da_i = T_final / (1 - a_i).
                         float Tr = T_final;
                         std::fill(S.begin(), S.end(), 0.f);
-                        for (int32_t j = s + cnt - 1; j >= s; --j) {
-                            const int32_t n = tile_ids[j];
-                            const float dx = m2[2 * n] - fx, dy = m2[2 * n + 1] - fy;
-                            const float sigma = splat_sigma(con + 3 * n, dx, dy);
+                        for (int32_t j = cnt - 1; j >= 0; --j) {
+                            const PackedSplat& p = pk[j];
+                            const int32_t n = p.n;
+                            const float dx = p.mx - fx, dy = p.my - fy;
+                            const float sigma = splat_sigma(p.conic, dx, dy);
+                            if (sigma > p.sigma_cut) continue;
                             float alpha, raw;
-                            if (!splat_alpha(op[n], sigma, &alpha, &raw)) continue;
+                            if (!splat_alpha(p.opacity, sigma, &alpha, &raw)) continue;
                             const float om = 1.f - alpha;
                             Tr = Tr / om;                 // transmittance in front of splat n
                             const float w = alpha * Tr;
@@ -265,7 +297,7 @@ void raster_backward(int I, int N, int D, int width, int height, const float* me
                                 r[6 + d] += w * vC[d];
                                 S[d] += f[d] * w;
                             }
-                            splat_alpha_backward(op[n], con + 3 * n, dx, dy, sigma, raw, alpha, v_alpha,
+                            splat_alpha_backward(p.opacity, p.conic, dx, dy, sigma, raw, alpha, v_alpha,
                                                  r, r + 2, r + 5);
                         }
                     }

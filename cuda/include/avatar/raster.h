@@ -21,6 +21,12 @@ AVATAR_HD float splat_sigma(const float* conic, float dx, float dy) {
     return 0.5f * (conic[0] * dx * dx + conic[2] * dy * dy) + conic[1] * dx * dy;
 }
 
+// A sigma beyond which o exp(-sigma) < 1/255 for certain (log(255 o) plus a margin far above expf's
+// rounding error), so callers may skip the exact test below without changing any result.
+AVATAR_HD float splat_sigma_cutoff(float opacity) {
+    return opacity > 0.f ? logf(opacity * 255.f) + 1e-3f : -1.f;
+}
+
 // alpha = min(0.99, o exp(-sigma)); returns false when the splat is skipped at this pixel
 // (sigma < 0 or alpha < 1/255). *raw gets o exp(-sigma) before the clamp.
 AVATAR_HD bool splat_alpha(float opacity, float sigma, float* alpha, float* raw) {

@@ -1,0 +1,211 @@
+"""`avatar bench drive` -> benchmarks/results/drive.json: how fast the driven avatar renders, and how
+long a live stream waits for its frames.
+
+* fps_mono_256, fps_stereo_256 (pairs/s), fps_mono_512: frames per second of `avatar drive`'s
+  pipeline end to end — audio features, audio encoder, deformation of every Gaussian, rasterize,
+  compositing — not just the rasterizer (the anchors' FPS excludes audio encoding).
+* latency_ms_p50 / _p95: "audio chunk in -> frame out", through the real WebSocket server
+  (in-process, 127.0.0.1), the client sending 40 ms PCM16 chunks in real time: per frame, arrival
+  time minus the send time of the chunk that completed the audio the frame needs (its own 40 ms
+  plus the model's look-ahead). The algorithmic part (look-ahead + chunking) is reported apart.
+  When rendering is slower than real time the queue grows and so does this latency: it is the
+  honest figure for a live stream on this device, with `realtime_factor` next to it.
+* On a CUDA device also gpu_fps_mono_512, gpu_fps_stereo_512, gpu_latency_ms_p50.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+
+@dataclass
+class BenchDrive:
+    """Benchmark driving: frames/s (audio encoder + deformation + render) and streaming latency."""
+
+    ckpt: Optional[Path] = None
+    """Avatar checkpoint to measure; default: a model of the default config (4000 Gaussians),
+    initialised on the canonical face (same compute as a trained one of that size)."""
+    audio: Optional[Path] = None
+    """Speech audio (default ../shared/media/audio/librispeech_198-209-0000_F.ogg, else a synthetic signal)."""
+    seconds: float = 4.0
+    """Seconds of audio per throughput case."""
+    latency_seconds: float = 6.0
+    """Seconds of audio streamed in real time for the latency case."""
+    latency_size: int = 256
+    """Frame size of the latency case."""
+    backend: str = "auto"
+    """Rasterizer backend."""
+    out: Path = Path("benchmarks/results/drive.json")
+    """Where the JSON goes."""
+
+    def main(self) -> int:
+        res = run_bench(self)
+        print(json.dumps(res["summary"], indent=2))
+        print(f"wrote {self.out}")
+        return 0
+
+
+def _versions() -> Dict[str, str]:
+    import numpy
+    import torch
+    import websockets
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+            "websockets": websockets.__version__}
+
+
+def _device(dev: str) -> Dict[str, Any]:
+    import torch
+
+    d = {"kind": dev, "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+         "torch_threads": torch.get_num_threads()}
+    if dev == "cuda":
+        d["gpu"] = torch.cuda.get_device_name(0)
+    return d
+
+
+def default_checkpoint(path: Path) -> Path:
+    """The default-config model initialised on the canonical face, saved as a checkpoint."""
+    from avatar.audio.features import AudioFeatureConfig
+    from avatar.data.face_model import CANONICAL
+    from avatar.model.avatar import AvatarModel
+    from avatar.model.config import ModelConfig
+    from avatar.model.gaussians import init_gaussians
+
+    cfg = ModelConfig()
+    cfg.audio.causal = True
+    model = AvatarModel(cfg, init_gaussians(cfg.gaussians, CANONICAL), AudioFeatureConfig().to_dict())
+    model.save(path, meta={"fps": 25.0, "note": "bench: default config, untrained weights"})
+    return path
+
+
+def _audio(self: BenchDrive):
+    import numpy as np
+
+    from avatar.media.audio import load_audio
+
+    p = self.audio
+    if p is None:
+        cand = Path(__file__).resolve().parents[2].parent / "shared" / "media" / "audio" / "librispeech_198-209-0000_F.ogg"
+        p = cand if cand.is_file() else None
+    if p is not None:
+        return load_audio(p), str(p)
+    t = np.arange(16000 * 20) / 16000
+    return (0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32), "synthetic"
+
+
+def _throughput(avatar, wav, size: int, stereo: bool, backend: str, seconds: float) -> Dict[str, Any]:
+    from avatar.apps.runtime import AvatarSource, ViewConfig
+
+    src = AvatarSource(avatar, ViewConfig(size, size, stereo, backend=backend), streaming=False, batch=4)
+    src.push_audio(wav[:8000])  # warm-up: caches, allocator, backend load
+    src.flush()
+    src.reset()
+    seg = wav[: int(seconds * 16000)]
+    t0 = time.perf_counter()
+    n = len(src.push_audio(seg)) + len(src.flush())
+    dt = time.perf_counter() - t0
+    return {"size": size, "stereo": stereo, "frames": n, "seconds": dt, "fps": n / dt}
+
+
+def _latency(avatar, wav, size: int, backend: str, seconds: float) -> Dict[str, Any]:
+    import asyncio
+
+    import numpy as np
+
+    from avatar.apps.runtime import AvatarSource, ViewConfig
+    from avatar.apps.serve import AvatarServer, ServerConfig, stream_audio
+
+    def factory(stereo):
+        return AvatarSource(avatar, ViewConfig(size, size, stereo, backend=backend), streaming=True)
+
+    seg = wav[: int(seconds * 16000)]
+
+    async def go():
+        server = await AvatarServer(factory, ServerConfig()).start("127.0.0.1", 0)
+        try:
+            uri = f"ws://127.0.0.1:{server.port}/ws"
+            await stream_audio(uri, seg[:3200], 16000)  # warm-up
+            t0 = time.perf_counter()
+            res = await stream_audio(uri, seg, 16000, chunk_ms=40, realtime=True, timeout=600)
+            return res, time.perf_counter() - t0
+        finally:
+            await server.close()
+    res, wall = asyncio.run(go())
+    lat = res.latencies_ms()
+    la = res.ready["lookahead_frames"]
+    fps = res.ready["fps"]
+    return {"size": size, "frames": len(res.frames), "chunk_ms": 40, "lookahead_frames": la,
+            "algorithmic_latency_ms": 1000.0 * (1 + la) / fps,
+            "latency_ms_p50": float(np.percentile(lat, 50)), "latency_ms_p95": float(np.percentile(lat, 95)),
+            "latency_ms_max": float(lat.max()), "server_ms_p50": float(np.percentile(res.server_ms, 50)),
+            "stream_wall_s": wall, "audio_s": len(seg) / 16000, "realtime_factor": (len(seg) / 16000) / wall}
+
+
+def run_bench(self: BenchDrive) -> Dict[str, Any]:
+    import torch
+
+    from avatar.apps.runtime import load_avatar
+    from avatar.ops import backends
+
+    wav, audio_name = _audio(self)
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = self.ckpt or default_checkpoint(Path(tmp) / "bench.pt")
+        avatar = load_avatar(ckpt)
+        n_gauss = len(avatar.model.gaussians)
+        cases = {
+            "mono_256": _throughput(avatar, wav, 256, False, self.backend, self.seconds),
+            "stereo_256": _throughput(avatar, wav, 256, True, self.backend, self.seconds),
+            "mono_512": _throughput(avatar, wav, 512, False, self.backend, self.seconds / 2),
+            "latency": _latency(avatar, wav, self.latency_size, self.backend, self.latency_seconds),
+        }
+        gpu = {}
+        if torch.cuda.is_available():
+            g = load_avatar(ckpt, "cuda")
+            gpu["gpu_mono_512"] = _throughput(g, wav, 512, False, self.backend, self.seconds * 4)
+            gpu["gpu_stereo_512"] = _throughput(g, wav, 512, True, self.backend, self.seconds * 4)
+            gpu["gpu_latency"] = _latency(g, wav, 512, self.backend, self.latency_seconds)
+    used = {k: v[0] for k, v in backends().items()}
+    one = [torch.zeros(1, 3), torch.tensor([[1.0, 0, 0, 0]]), torch.full((1, 3), 0.01), torch.ones(1),
+           torch.ones(1, 3), torch.eye(4)[None].clone(), torch.tensor([[[100.0, 0, 8], [0, 100, 8], [0, 0, 1]]])]
+    one[5][0, 2, 3] = 1.0
+    from avatar.ops import rasterize
+
+    resolved = rasterize(*one, 16, 16, backend=self.backend)[2]["backend"]
+    summary = {
+        "fps_mono_256": round(cases["mono_256"]["fps"], 2),
+        "fps_stereo_256": round(cases["stereo_256"]["fps"], 2),
+        "fps_mono_512": round(cases["mono_512"]["fps"], 2),
+        "latency_ms_p50": round(cases["latency"]["latency_ms_p50"], 1),
+        "latency_ms_p95": round(cases["latency"]["latency_ms_p95"], 1),
+        "algorithmic_latency_ms": round(cases["latency"]["algorithmic_latency_ms"], 1),
+        "realtime_factor_256": round(cases["latency"]["realtime_factor"], 3),
+    }
+    if gpu:
+        summary.update({"gpu_fps_mono_512": round(gpu["gpu_mono_512"]["fps"], 1),
+                        "gpu_fps_stereo_512": round(gpu["gpu_stereo_512"]["fps"], 1),
+                        "gpu_latency_ms_p50": round(gpu["gpu_latency"]["latency_ms_p50"], 1)})
+    res = {
+        "device": _device("cuda" if gpu else "cpu"),
+        "versions": _versions(),
+        "backend": {"requested": self.backend, "used": resolved, "available": used},
+        "settings": {"checkpoint": str(self.ckpt) if self.ckpt else "default config, untrained weights",
+                     "gaussians": n_gauss, "audio": audio_name, "seconds": self.seconds,
+                     "latency_seconds": self.latency_seconds, "fps": avatar.fps,
+                     "causal": bool(avatar.model.cfg.audio.causal), "window": avatar.model.window},
+        "cases": {**cases, **gpu},
+        "summary": summary,
+    }
+    out = Path(self.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(res, indent=2) + "\n")
+    os.replace(tmp, out)
+    return res

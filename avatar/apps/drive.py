@@ -1,0 +1,235 @@
+"""`avatar drive CKPT --audio FILE --out out.mp4`: any speech audio -> talking video with the audio.
+
+audio (wav/flac/ogg/mp3/m4a, any rate; avatar.media.audio.load_audio) -> 16 kHz -> per-frame
+features -> audio encoder -> deformation -> render -> H.264 mp4 with the audio muxed in. The video
+has exactly ceil(duration * fps) frames and the muxed audio is padded to the same length, so the
+two durations agree to the frame. Rendering goes through the same FrameSource as `avatar serve`
+(push the audio, flush), so offline and live output are the same frames.
+
+Head pose: fixed (the checkpoint's reference camera, or frontal), the training clip's cameras
+looped without a jump (--pose clip --data CAPTURE), or a camera-path JSON (--pose path
+--camera-path FILE, format in avatar.apps.camera_path.load_camera_path).
+Background: a colour, a plate image (--plate FILE, or the capture's background.png), or
+transparent: an RGBA PNG sequence (plus the mp4 over --bg-color).
+Stereo (--stereo [--ipd 0.063]): both eyes in one rasterize call, side-by-side mp4 plus one mp4
+per eye (OUT.left.mp4, OUT.right.mp4).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Dict, Literal, Optional, Tuple
+
+import tyro
+
+from avatar.apps.runtime import BlinkConfig
+
+
+@dataclass
+class Drive:
+    """Drive an avatar with speech audio: an mp4 with the audio muxed in (mono or stereo for VR)."""
+
+    ckpt: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="CKPT")]
+    """Avatar checkpoint (.pt) from `avatar train`, or "procedural" for the built-in procedural head."""
+    audio: Path
+    """Speech audio (any format/rate ffmpeg reads; video files use their audio track)."""
+    out: Path = Path("outputs/drive/out.mp4")
+    """Output mp4 (side by side when --stereo)."""
+    width: Optional[int] = None
+    """Output width per eye (even); default the checkpoint's camera (256 for the procedural head)."""
+    height: Optional[int] = None
+    """Output height (even); default as width."""
+    fps: Optional[float] = None
+    """Frame rate; default the checkpoint's training fps (25 for the procedural head)."""
+    pose: Literal["fixed", "clip", "path"] = "fixed"
+    """Head pose source: fixed camera, the training clip's cameras looped (--data), or --camera-path."""
+    data: Optional[Path] = None
+    """Capture folder (for --pose clip, and the default --background plate)."""
+    loop: Literal["pingpong", "crossfade"] = "pingpong"
+    """How --pose clip loops without a jump: forward-backward, or crossfading the end into the start."""
+    crossfade: int = 12
+    """Frames blended at the loop point with --loop crossfade."""
+    camera_path: Optional[Path] = None
+    """Camera-path JSON for --pose path (keyframes; see avatar.apps.camera_path)."""
+    background: Literal["color", "plate", "transparent"] = "color"
+    """Behind the avatar: --bg-color, a plate image, or transparent (RGBA PNG sequence)."""
+    bg_color: Tuple[float, float, float] = (1.0, 1.0, 1.0)
+    """Background RGB in [0, 1] (also under the mp4 preview of a transparent render)."""
+    plate: Optional[Path] = None
+    """Background plate image (default with --background plate: the capture's background.png)."""
+    png_dir: Optional[Path] = None
+    """Where the RGBA PNG sequence goes with --background transparent (default OUT_rgba/)."""
+    stereo: bool = False
+    """Stereo pair for VR: side-by-side mp4 plus per-eye mp4s, both eyes in one rasterize call."""
+    ipd: float = 0.063
+    """Stereo inter-pupillary distance in metres."""
+    eyes: bool = True
+    """With --stereo, also write OUT.left.mp4 and OUT.right.mp4."""
+    backend: str = "auto"
+    """Rasterizer backend (auto, cuda, gsplat, cpu, torch)."""
+    device: str = "cpu"
+    """Torch device of the model ("cuda" on a GPU machine)."""
+    crf: int = 18
+    """H.264 quality (lower = better, bigger)."""
+    blink: BlinkConfig = field(default_factory=BlinkConfig)
+    """Procedural blinks."""
+
+    def main(self) -> int:
+        info = self.run()
+        print(f"wrote {info['out']} ({info['frames']} frames, {info['duration_s']:.2f} s, "
+              f"{info['render_fps']:.1f} frames/s)" + "".join(f"\n      {p}" for p in info["extra_outputs"]))
+        return 0
+
+    # ------------------------------------------------------------------------------------------
+    def build_source(self, wav_len: int = 0):
+        """The FrameSource for these options (ViewConfig, pose, backdrop resolved)."""
+        from avatar.apps import camera_path as cp
+        from avatar.apps.runtime import (AvatarSource, Backdrop, DriveError, FixedPose, ProceduralHeadSource,
+                                         ViewConfig, load_avatar, procedural_camera)
+
+        procedural = self.ckpt == "procedural"
+        avatar = None if procedural else load_avatar(Path(self.ckpt), self.device)
+        fps = float(self.fps or (25.0 if procedural else avatar.fps))
+        base = procedural_camera(256, 256) if procedural else avatar.camera()
+        w = self.width or (base.width if not self.height else round(base.width * self.height / base.height))
+        h = self.height or (base.height if not self.width else round(base.height * w / base.width))
+        if w % 2 or h % 2 or w < 2 or h < 2:
+            raise DriveError(f"--width/--height must be positive and even (H.264 yuv420p), got {w}x{h}")
+        view = ViewConfig(w, h, self.stereo, self.ipd, self.backend)
+        if self.pose == "fixed":
+            pose = FixedPose(base.resized(w, h))
+        elif self.pose == "clip":
+            if self.data is None:
+                raise DriveError("--pose clip needs --data CAPTURE_FOLDER (the training clip's cameras)")
+            pose = cp.clip_pose_from_capture(self.data, w, h, self.loop, self.crossfade)
+        else:
+            if self.camera_path is None:
+                raise DriveError("--pose path needs --camera-path FILE.json")
+            pose = cp.load_camera_path(self.camera_path, fps)
+        backdrop = self._backdrop(w, h)
+        if procedural:
+            return ProceduralHeadSource(view, fps, pose, backdrop, blink=self.blink)
+        return AvatarSource(avatar, view, fps=fps, pose=pose, backdrop=backdrop, blink=self.blink,
+                            streaming=False, batch=4)
+
+    def _backdrop(self, w: int, h: int):
+        import numpy as np
+
+        from avatar.apps.runtime import Backdrop, DriveError
+
+        c = tuple(float(v) for v in self.bg_color)
+        if len(c) != 3 or not all(0.0 <= v <= 1.0 for v in c):
+            raise DriveError(f"--bg-color must be three numbers in [0, 1], got {self.bg_color}")
+        if self.background == "transparent":
+            return Backdrop("transparent", c)
+        if self.background == "color":
+            return Backdrop("color", c)
+        import cv2
+
+        if self.plate is not None:
+            img = cv2.imread(str(self.plate), cv2.IMREAD_COLOR)
+            if img is None:
+                raise DriveError(f"--plate {self.plate}: not a readable image file")
+            plate = img[..., ::-1].astype(np.float32) / 255.0
+        elif self.data is not None:
+            from avatar.data import load_capture
+
+            plate = np.asarray(load_capture(self.data).background, np.float32)
+        else:
+            raise DriveError("--background plate needs --plate IMAGE or --data CAPTURE_FOLDER")
+        plate = cv2.resize(plate, (w, h), interpolation=cv2.INTER_AREA)
+        return Backdrop("plate", c, np.clip(plate, 0, 1))
+
+    def run(self) -> Dict[str, Any]:
+        import numpy as np
+
+        from avatar.apps.runtime import Backdrop, DriveError, num_frames
+        from avatar.media.audio import load_audio
+        from avatar.media.video import VideoWriter
+
+        wav = load_audio(self.audio)  # [S] float32 16 kHz
+        if len(wav) == 0:
+            raise DriveError(f"--audio {self.audio}: no audio samples")
+        src = self.build_source(len(wav))
+        n_total = num_frames(len(wav), src.fps)
+        out = Path(self.out)
+        if out.suffix.lower() != ".mp4":
+            raise DriveError(f"--out must be an .mp4 file, got {out}")
+        W, H = src.width * src.views, src.height
+        writers = [VideoWriter(out, src.fps, W, H, audio=wav, sr=16000, crf=self.crf)]
+        extra = []
+        if self.stereo and self.eyes:
+            for eye in ("left", "right"):
+                p = out.with_name(f"{out.stem}.{eye}.mp4")
+                writers.append(VideoWriter(p, src.fps, src.width, H, audio=wav, sr=16000, crf=self.crf))
+                extra.append(p)
+        png_tmp = png_dir = None
+        if self.background == "transparent":
+            png_dir = Path(self.png_dir or out.with_name(out.stem + "_rgba"))
+            png_dir.parent.mkdir(parents=True, exist_ok=True)
+            png_tmp = Path(tempfile.mkdtemp(prefix=f".{png_dir.name}.", dir=png_dir.parent))
+            extra.append(png_dir)
+        preview = Backdrop("color", tuple(self.bg_color))
+        count = 0
+        t0 = time.perf_counter()
+        try:
+            import cv2
+
+            def consume(frames):
+                nonlocal count
+                for f in frames:
+                    if f.index != count:
+                        raise AssertionError(f"frame {f.index} out of order (expected {count})")
+                    if png_tmp is not None:
+                        rgba = f.rgba
+                        cv2.imwrite(str(png_tmp / f"{f.index:06d}.png"), rgba[..., [2, 1, 0, 3]])
+                        # mp4 preview: straight colour over the background colour
+                        a = rgba[..., 3:4].astype(np.float32) / 255.0
+                        img = (rgba[..., :3].astype(np.float32) / 255.0 * a + (1 - a) * np.asarray(preview.color))
+                        img = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+                    else:
+                        img = f.image
+                    writers[0].write(img)
+                    if len(writers) > 1:
+                        views = f.rgb if png_tmp is None else np.stack(np.split(img, 2, axis=1))
+                        writers[1].write(views[0])
+                        writers[2].write(views[1])
+                    count += 1
+            step = 16000  # push 1 s at a time: memory stays bounded for long audio
+            for i in range(0, len(wav), step):
+                consume(src.push_audio(wav[i:i + step]))
+            consume(src.flush())
+            if count != n_total:
+                raise AssertionError(f"rendered {count} frames, expected {n_total}")
+            render_s = time.perf_counter() - t0
+            for w in writers:
+                w.close()
+            if png_tmp is not None:
+                from avatar.media.audio import save_wav
+
+                save_wav(png_tmp / "audio.wav", wav, 16000)
+                _replace_dir(png_tmp, png_dir)
+        except BaseException:
+            for w in writers:
+                w.abort()
+            if png_tmp is not None:
+                shutil.rmtree(png_tmp, ignore_errors=True)
+            raise
+        return {"out": out, "frames": count, "duration_s": len(wav) / 16000.0, "fps": src.fps,
+                "render_fps": count / max(render_s, 1e-9), "extra_outputs": extra,
+                "width": W, "height": H}
+
+
+def _replace_dir(tmp: Path, dst: Path) -> None:
+    """Move a finished folder into place (an existing one is replaced only once the new one exists)."""
+    old = None
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old.{os.getpid()}")
+        os.replace(dst, old)
+    os.replace(tmp, dst)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,115 @@
+"""`avatar prior train/finetune` on capture folders and the predict_motion API train/drive call."""
+import numpy as np
+import pytest
+import torch
+import tyro
+
+from avatar.apps.prior import (PriorFinetune, PriorTrain, check_prior_for_capture, predict_motion, predict_prior,
+                               style_from_capture)
+from avatar.apps.prior_config import PriorTrainConfig
+from avatar.apps.prior_data import load_clip, synthetic_identity
+from avatar.model.motion_prior import MotionPrior, PriorCheckpointError
+from avatar.model.motion_prior_config import MotionPriorConfig
+
+FPS = 25.0
+
+
+def _capture(root, seed, seconds=8.0, scale=10.0):
+    """A tiny capture folder (8x8 frames) whose landmarks open the mouth as a procedural identity speaks;
+    motion codes through avatar.data.MotionSpace, as the capture pipeline writes them."""
+    from avatar.data import CaptureWriter, MotionSpace
+    from avatar.data.face_model import canonical
+
+    wav, gt, _ = synthetic_identity(seed, seconds, FPS)
+    f = gt["open"].shape[0]
+    neutral = canonical().astype(np.float64)
+    lm = np.repeat(neutral[None], f, 0)
+    lower = [14, 87, 317, 17, 84, 314, 152, 148, 377]                      # lower lip + chin move down
+    lm[:, lower, 1] += 0.01 * gt["open"][:, None]
+    ms = MotionSpace(scale=scale)
+    motion = ms.encode(lm, neutral)
+    pose = np.repeat(np.eye(4)[None], f, 0)
+    pose[:, 2, 3] = -0.5
+    with CaptureWriter(root, fps=FPS) as w:
+        for i in range(f):
+            w.add_frame(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8), np.eye(3) * 8, pose[i], time=i)
+        w.write_background(np.zeros((8, 8, 3), np.uint8))
+        w.write_audio(wav)
+        w.write_tracks(landmarks2d=np.zeros((f, 478, 2)), landmarks3d=lm, motion=motion, blink=gt["blink"],
+                       mouth_open=gt["open"], head_pose=pose, neutral=neutral)
+        w.close(motion_space=ms.to_dict())
+    return wav, motion
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("prior")
+    caps = [d / f"person{i}" for i in range(3)]
+    data = [_capture(c, i) for i, c in enumerate(caps)]
+    out = d / "prior.pt"
+    cmd = PriorTrain(dirs=tuple(caps), out=out,
+                     train=PriorTrainConfig(steps=30, batch_size=4, window_frames=48, ref_frames=50, warmup_steps=5,
+                                            checkpoint_every=0, log_every=0),
+                     model=MotionPriorConfig(d_model=32, num_layers=2, num_heads=4, past_frames=8, style_tokens=2,
+                                             style_layers=1))
+    assert cmd.main() == 0
+    return d, caps, data, out
+
+
+def test_train_on_capture_folders_and_predict_motion(trained):
+    d, caps, data, out = trained
+    prior = MotionPrior.load(out)
+    assert prior.motion_dim == 147 and prior.motion_space["scale"] == 10.0
+    assert prior.meta["identities"] == ["person0", "person1", "person2"]
+    assert prior.pca.latent_dim < 147                                       # compressed (the codes are rank-1 here)
+    wav = synthetic_identity(99, 3.0, FPS)[0]
+    m = predict_motion(out, wav, FPS, 75)
+    assert m.shape == (75, 147) and m.dtype == np.float32 and np.isfinite(m).all()
+    ref_feats, ref_motion = style_from_capture(caps[1], seconds=2.0, prior_path=out)
+    assert ref_feats.shape == (50, 32) and ref_motion.shape == (50, 147)
+    m_style = predict_motion(out, wav, FPS, 75, style=(ref_feats, ref_motion))
+    m_style_wav = predict_motion(out, wav, FPS, 75, style=(data[1][0][:32000], ref_motion))  # a ref wav works too
+    assert np.allclose(m_style, m_style_wav, atol=1e-5)
+    assert np.abs(m_style - m).max() > 1e-4
+    full = predict_prior(out, wav, FPS, 75)
+    assert full["blink"].shape == (75,) and full["head_pose"].shape == (75, 6)
+    with pytest.raises(ValueError, match=r"ref_motion must be \[R, 147\]"):
+        predict_motion(out, wav, FPS, 75, style=(ref_feats, ref_motion[:, :10]))
+    with pytest.raises(ValueError, match="num_frames"):
+        predict_motion(out, wav, FPS, 0)
+
+
+def test_motion_space_mismatch_is_a_clear_error(trained, tmp_path):
+    d, caps, data, out = trained
+    check_prior_for_capture(out, caps[0])
+    other = tmp_path / "other"
+    _capture(other, 5, seconds=3.0, scale=5.0)
+    with pytest.raises(PriorCheckpointError, match=r"other: motion-space definition differs .*scale"):
+        check_prior_for_capture(out, other)
+    with pytest.raises(PriorCheckpointError, match="scale"):
+        PriorFinetune(prior=out, capture=other, out=tmp_path / "x.pt", steps=2).main()
+    with pytest.raises(FileNotFoundError, match="neither a capture folder"):
+        load_clip(tmp_path, None)
+
+
+def test_finetune_stores_the_persons_style(trained, tmp_path):
+    d, caps, data, out = trained
+    ft_path = tmp_path / "ft.pt"
+    assert PriorFinetune(prior=out, capture=caps[2], out=ft_path, steps=10, ref_seconds=2.0).main() == 0
+    ft = MotionPrior.load(ft_path)
+    assert ft.meta["finetuned_on"] == ["person2"] and ft.style_ref["motion"].shape == (50, 147)
+    assert torch.allclose(ft.style_ref["motion"], torch.from_numpy(data[2][1][:50]))
+    wav = synthetic_identity(98, 2.0, FPS)[0]
+    stored = predict_motion(ft_path, wav, FPS, 50)                          # None -> the stored reference
+    explicit = predict_motion(ft_path, wav, FPS, 50, style=(ft.style_ref["audio"], ft.style_ref["motion"]))
+    assert np.allclose(stored, explicit, atol=1e-6)
+    assert not np.allclose(predict_motion(out, wav, FPS, 50), stored, atol=1e-4)   # weights changed
+
+
+def test_cli_parses():
+    cmd = tyro.cli(PriorTrain, args=["a", "b", "--out", "x.pt", "--train.steps", "7", "--model.d-model", "64"])
+    assert [str(p) for p in cmd.dirs] == ["a", "b"] and cmd.train.steps == 7 and cmd.model.d_model == 64
+    ft = tyro.cli(PriorFinetune, args=["p.pt", "cap", "--steps", "5"])
+    assert str(ft.prior) == "p.pt" and str(ft.capture) == "cap" and ft.steps == 5
+    with pytest.raises(ValueError, match="at least one capture folder"):
+        PriorTrain().main()
