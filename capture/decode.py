@@ -8,7 +8,7 @@ Only one frame is held at a time.
 from __future__ import annotations
 
 import subprocess
-from typing import Iterator, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -24,10 +24,14 @@ def work_size(display_size: Tuple[int, int], max_size: int) -> Tuple[int, int]:
     return max(2, int(round(w * s / 2)) * 2), max(2, int(round(h * s / 2)) * 2)
 
 
-def iter_frames(info: MediaInfo, fps: float, size: Tuple[int, int], threads: int = 2) -> Iterator[np.ndarray]:
-    """Yield uint8 [h, w, 3] RGB frames of `info.path` at a constant `fps`, scaled to size=(w, h)."""
+def iter_frames(info: MediaInfo, fps: float, size: Tuple[int, int], threads: int = 2,
+                report: Optional[Dict] = None) -> Iterator[np.ndarray]:
+    """Yield uint8 [h, w, 3] RGB frames of `info.path` at a constant `fps`, scaled to size=(w, h).
+    When given, `report` receives "frames", "returncode" and "stderr" (decoder errors) at the end."""
     w, h = size
-    vf = f"fps={fps:.6f},scale={w}:{h}:flags=area"
+    vf = f"fps={fps:.6f}"
+    if tuple(size) != tuple(info.display_size):
+        vf += f",scale={w}:{h}:flags=area"
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-threads", str(threads), "-i", info.path,
            "-map", "0:v:0", "-vf", vf, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
     nbytes = w * h * 3
@@ -45,6 +49,7 @@ def iter_frames(info: MediaInfo, fps: float, size: Tuple[int, int], threads: int
         err = proc.stderr.read().decode(errors="replace")
         proc.stderr.close()
         rc = proc.wait()
+    if report is not None:
+        report.update(frames=n, returncode=rc, stderr=err)
     if n == 0:
         raise CaptureError(f"{info.path}: no frame could be decoded (rc={rc}): {err.strip()[-300:]}")
-    iter_frames.last_stderr = err  # type: ignore[attr-defined]

@@ -161,12 +161,13 @@ def stage_frames(ctx: Context) -> Dict:
             futs = []
             for src in st["sources"]:
                 start = n
+                report: Dict = {}
                 if src["kind"] == "folder":
                     frames = (cv2.resize(read_rgb(p), (w, h), interpolation=cv2.INTER_AREA)
                               for p in _frame_list(Path(src["path"])))
                 else:
                     fields = {k: src[k] for k in MediaInfo.__dataclass_fields__}
-                    frames = iter_frames(MediaInfo(**fields), cfg.fps, (w, h), threads=cfg.threads)
+                    frames = iter_frames(MediaInfo(**fields), cfg.fps, (w, h), threads=cfg.threads, report=report)
                 for img in frames:
                     futs.append(pool.submit(_write_img, _frame_path(ctx, cam, n), img, cfg.work_format))
                     n += 1
@@ -174,10 +175,16 @@ def stage_frames(ctx: Context) -> Dict:
                         futs.pop(0).result()
                 count = n - start
                 if src["kind"] == "video":
-                    expected = src["duration"] * cfg.fps
-                    if count < expected - max(2.0, 0.02 * expected):
-                        ctx.warn(f"{src['path']}: decoded {count} frames, expected ~{expected:.0f} from its "
-                                 f"duration {src['duration']:.2f} s (truncated or corrupt file?)")
+                    stream_s = src["num_frames"] / src["fps"] if src.get("fps") else src["duration"]
+                    expected = min(src["duration"], stream_s) * cfg.fps
+                    errors = report.get("stderr", "").strip()
+                    if errors:
+                        tail = " | ".join(errors.splitlines()[-2:])[-200:]
+                        ctx.warn(f"{src['path']}: the decoder reported errors (truncated or corrupt file?): {tail}; "
+                                 f"{count} frames decoded of a {src['duration']:.2f} s video")
+                    elif count < expected - max(2.0, 0.02 * expected):
+                        ctx.warn(f"{src['path']}: decoded {count} frames, expected ~{expected:.0f} "
+                                 f"(truncated or corrupt file?)")
                 per_source.append({"path": src["path"], "first": start, "count": count})
             for f in futs:
                 f.result()
@@ -191,13 +198,21 @@ def _num_frames(ctx: Context, cam: int) -> int:
 
 
 # ------------------------------------------------------------------------------------------ audio
-def _load_audio(path: str) -> np.ndarray:
+def _load_audio(ctx: Context, path: str) -> np.ndarray:
+    """16 kHz mono via avatar.media; its warnings (e.g. a damaged stream) go to the capture report."""
+    import warnings
+
     from avatar.media.audio import AudioError, load_audio
 
-    try:
-        return load_audio(path, sr=16000)
-    except AudioError as e:
-        raise CaptureError(str(e)) from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            wav = load_audio(path, sr=16000)
+        except AudioError as e:
+            raise CaptureError(str(e)) from None
+    for w in caught:
+        ctx.warn(str(w.message))
+    return wav
 
 
 def stage_audio(ctx: Context) -> Dict:
@@ -216,15 +231,18 @@ def stage_audio(ctx: Context) -> Dict:
         video_s = n / cfg.fps if n else src.get("duration", 0.0)
         target = int(round(video_s * 16000))
         if src.get("has_audio"):
-            wav = _load_audio(src["path"])
+            wav = _load_audio(ctx, src["path"])
             has_audio = True
             audio_s = len(wav) / 16000
-            off = audio_s - src.get("duration", video_s)
-            offsets.append({"path": src["path"], "audio_s": round(audio_s, 4), "video_s": round(src.get("duration", 0), 4),
+            # the video's own length (its frames), not the container's (the longer of its streams)
+            # (ffmpeg's "fps" is the stream's average rate, so frames / fps is the stream's duration)
+            own_s = src["num_frames"] / src["fps"] if src.get("num_frames") and src.get("fps") else video_s
+            off = audio_s - own_s
+            offsets.append({"path": src["path"], "audio_s": round(audio_s, 4), "video_s": round(own_s, 4),
                             "offset_s": round(off, 4)})
             if abs(off) > cfg.max_av_offset_s:
-                ctx.warn(f"{src['path']}: audio is {audio_s:.3f} s, video {src.get('duration', 0):.3f} s "
-                         f"(offset {off:+.3f} s); audio kept aligned at t = 0 and trimmed/padded")
+                ctx.warn(f"{src['path']}: audio is {audio_s:.3f} s, video {own_s:.3f} s (offset {off:+.3f} s); "
+                         f"audio kept aligned at t = 0 and trimmed/padded to the frames")
         else:
             wav = np.zeros(0, np.float32)
         wav = wav[:target] if len(wav) >= target else np.pad(wav, (0, target - len(wav)))
@@ -244,31 +262,34 @@ def stage_audio(ctx: Context) -> Dict:
 
 # ------------------------------------------------------------------------------------------ faces
 def stage_faces(ctx: Context) -> Dict:
-    """Run the landmark backend on every working frame; keep every face it finds."""
+    """Run the landmark backend on every working frame (a fresh backend per source clip, so
+    tracking state never crosses a cut); keep every face it finds."""
     from .landmarks import make_backend
 
     cfg = ctx.cfg
     out = {}
+    per_stream = ctx.stage_info("frames")["streams"]
     for st in _streams(ctx):
         cam = st["camera_id"]
         N = _num_frames(ctx, cam)
-        src = st["sources"][0]
-        sp = Path(src["path"])
-        known = cfg.known_landmarks or (sp / "ground_truth.npz" if sp.is_dir() else sp.parent / "ground_truth.npz")
-        be = make_backend(cfg.backend, max_faces=cfg.max_faces, min_confidence=cfg.min_detection_confidence,
-                          known_path=known, src_fps=src.get("fps") or cfg.fps, out_fps=cfg.fps,
-                          src_size=src["display_size"], work_size=st["work_size"])
         K = max(1, cfg.max_faces)
         faces = np.full((N, K, 478, 2), np.nan, np.float32)
         counts = np.zeros(N, np.int32)
-        with ThreadPoolExecutor(2) as pool:
-            imgs = pool.map(read_rgb, (_frame_path(ctx, cam, n) for n in range(N)))
-            for n, img in enumerate(imgs):
-                found = be(img, n)[:K]
-                counts[n] = len(found)
-                for j, lm in enumerate(found):
-                    faces[n, j] = lm
-        be.close()
+        for src, part in zip(st["sources"], per_stream[str(cam)]["sources"]):
+            sp = Path(src["path"])
+            known = cfg.known_landmarks or (sp / "ground_truth.npz" if sp.is_dir() else sp.parent / "ground_truth.npz")
+            be = make_backend(cfg.backend, max_faces=cfg.max_faces, min_confidence=cfg.min_detection_confidence,
+                              known_path=known, src_fps=src.get("fps") or cfg.fps, out_fps=cfg.fps,
+                              src_size=src["display_size"], work_size=st["work_size"])
+            first, count = part["first"], part["count"]
+            with ThreadPoolExecutor(2) as pool:
+                imgs = pool.map(read_rgb, (_frame_path(ctx, cam, n) for n in range(first, first + count)))
+                for j, img in enumerate(imgs):
+                    found = be(img, j)[:K]
+                    counts[first + j] = len(found)
+                    for k, lm in enumerate(found):
+                        faces[first + j, k] = lm
+            be.close()
         _save_npz(ctx.work / f"faces_c{cam}.npz", faces=faces, counts=counts)
         out[str(cam)] = {"frames": N, "with_face": int((counts > 0).sum()), "max_faces_seen": int(counts.max())}
         ctx.log(f"[capture] faces: camera {cam}: a face in {(counts > 0).sum()}/{N} frames ({cfg.backend})")

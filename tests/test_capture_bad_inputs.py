@@ -113,7 +113,7 @@ def test_30fps_rotated_portrait_phone_clip(may, tmp_path):
 
 def test_4k_input_bounded_memory(may, tmp_path):
     p = tmp_path / "uhd.mp4"
-    ff("-i", may, "-t", "2", "-vf", "scale=2160:2160,pad=3840:2160:840:0", "-c:v", "libx264", "-preset",
+    ff("-i", may, "-t", "1.2", "-vf", "scale=2160:2160,pad=3840:2160:840:0", "-c:v", "libx264", "-preset",
        "ultrafast", "-c:a", "copy", p)
     code = (
         "import resource, sys, json\n"
@@ -122,10 +122,11 @@ def test_4k_input_bounded_memory(may, tmp_path):
         "print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     peak_mb = int(r.stdout.strip().splitlines()[-1]) / 1024
-    # 50 frames of 3840x2160 RGB would alone be 1.24 GB; we decode at <= 1280 px (2.8 MB a frame)
+    # the 30 frames at 3840x2160 RGB would alone be 746 MB on top of the ~450 MB of loaded libraries
+    # and models; we decode at <= 1280 px (2.8 MB a frame, one at a time). Measured peak: ~550 MB
     print(f"4K capture peak RSS {peak_mb:.0f} MB")
-    assert peak_mb < 900, peak_mb
+    assert peak_mb < 750, peak_mb
     probe = json.loads((tmp_path / "o" / ".capture" / "stages" / "probe.json").read_text())
     assert probe["info"]["streams"][0]["work_size"] == [1280, 720]
     ds = load_capture(tmp_path / "o")
-    assert ds.num_frames >= 45 and ds.width == 256
+    assert ds.num_frames >= 27 and ds.width == 256

@@ -118,3 +118,18 @@ def test_work_size_bounds_4k():
     assert work_size((3840, 2160), 1280) == (1280, 720)
     assert work_size((1080, 1920), 1280) == (720, 1280)
     assert work_size((512, 512), 1280) == (512, 512)
+
+
+@pytest.mark.parametrize("name, vcodec, codec", [
+    ("clip.mov", ["-c:v", "libx264", "-preset", "ultrafast"], "h264"),
+    ("clip.mp4", ["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error"], "hevc"),
+    ("clip.avi", ["-c:v", "mpeg4", "-q:v", "4"], "mpeg4"),
+    ("clip.webm", ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8"], "vp9"),
+])
+def test_containers_and_codecs(tmp_path, may, name, vcodec, codec):
+    p = tmp_path / name
+    ff("-i", may, "-t", "1", "-vf", "scale=128:128", *vcodec, "-an", p)
+    i = probe(p)
+    assert i.video_codec == codec and (i.width, i.height) == (128, 128)
+    frames = list(iter_frames(i, 25, (64, 64)))
+    assert len(frames) == 25 and frames[10].std() > 10

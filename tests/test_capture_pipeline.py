@@ -105,3 +105,23 @@ def test_stage_selection_errors(tmp_path, media):
         capture([media / "video" / "may_5s.mp4"], tmp_path / "x", only=("lanmarks",), **QUIET)
     with pytest.raises(CaptureError, match="needs stage 'probe'"):
         capture([media / "video" / "may_5s.mp4"], tmp_path / "x", skip=("probe",), **QUIET)
+
+
+def test_cli_command(media, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    import tyro
+
+    from capture.cli import Capture
+
+    cmd = tyro.cli(Capture, args=[str(media / "audio" / "jfk.flac"), "--out", str(tmp_path / "o"), "--from",
+                                  "probe", "--size", "256", "--backend", "known"])
+    assert cmd.from_ == "probe" and cmd.config.size == 256 and cmd.config.backend == "known"
+    assert cmd.main() == 2
+    assert "audio-only" in capsys.readouterr().out
+    # importing the command modules loads no OpenCV / mediapipe (fast `avatar --help`)
+    code = ("import sys, capture.cli, capture.bench; "
+            "print(any(m in sys.modules for m in ('cv2', 'mediapipe', 'torch')))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"

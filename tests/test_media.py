@@ -182,3 +182,22 @@ def test_read_frames_errors(tmp_path, media):
         n = sum(1 for _ in read_frames(cut2))
     assert 10 < n < 50
     assert issubclass(VideoError, MediaError) and issubclass(AudioError, ValueError)
+
+
+@pytest.mark.parametrize("ext,codec", [("wav", ["-c:a", "pcm_s24le"]), ("m4a", ["-c:a", "aac"]),
+                                       ("aac", ["-c:a", "aac"]), ("mp3", ["-c:a", "libmp3lame"]),
+                                       ("opus", ["-c:a", "libopus"]), ("flac", ["-c:a", "flac"])])
+def test_load_audio_generated_formats(tmp_path, ext, codec):
+    """48 kHz stereo (24-bit for wav) in each container/codec -> 16 kHz mono with the right pitch."""
+    from avatar.media.ffmpeg import run_ffmpeg
+
+    src = tmp_path / f"tone.{ext}"
+    run_ffmpeg(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=1.5",
+                "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=1.5",
+                "-filter_complex", "[0:a][1:a]amerge=inputs=2[a]", "-map", "[a]", "-ac", "2", *codec,
+                str(src)], path=src)
+    wav = load_audio(src)
+    assert wav.dtype == np.float32 and len(wav) / 16000 == pytest.approx(1.5, abs=0.06)
+    seg = wav[4000:20000]
+    spec = np.abs(np.fft.rfft(seg * np.hanning(len(seg))))
+    assert np.fft.rfftfreq(len(seg), 1 / 16000)[spec.argmax()] == pytest.approx(440, abs=3)

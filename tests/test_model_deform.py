@@ -74,3 +74,29 @@ def test_mouth_layer_is_composited_behind_face():
     c = rgb[0, 14:18, 14:18]
     assert float(c[..., 0].max()) < 0.2  # the face layer hides the mouth layer even though it is nearer
     assert float(cov[0, 14:18, 14:18].max()) < 0.1
+
+
+def test_torso_stays_fixed_in_the_capture_camera_while_the_head_turns():
+    from avatar.model.avatar import _move_region
+    from avatar.model.gaussians import REGION_TORSO
+
+    m = small_model()
+    V_ref = camera()[0][0]
+    assert m.torso_transform_for(V_ref) is None  # no reference pose set: torso rigid with the head
+    with torch.no_grad():
+        m.torso_ref.copy_(V_ref)
+    c, s = torch.cos(torch.tensor(0.3)), torch.sin(torch.tensor(0.3))
+    R = torch.tensor([[c, 0, s], [0, 1.0, 0], [-s, 0, c]])
+    V_t = V_ref.clone()
+    V_t[:3, :3] = R  # the head turned by 0.3 rad in front of the same camera
+    posed = _move_region(m.deformed(use_deform=False), m.gaussians.labels == REGION_TORSO, m.torso_transform_for(V_t))
+    torso = m.gaussians.labels == REGION_TORSO
+    cam_t = posed["means"][torso] @ V_t[:3, :3].T + V_t[:3, 3]
+    cam_ref = m.gaussians.means[torso] @ V_ref[:3, :3].T + V_ref[:3, 3]
+    assert torch.allclose(cam_t, cam_ref, atol=1e-5)
+    assert torch.equal(posed["means"][~torso], m.gaussians.means[~torso])
+    # rotations follow: the torso Gaussians' world orientation is rotated by R^T (camera-fixed)
+    from avatar.model.strategy import quat_to_rotmat
+
+    Rq = quat_to_rotmat(torch.nn.functional.normalize(posed["quats"][torso][:1], dim=-1))[0]
+    assert torch.allclose(Rq, R.T, atol=1e-5)

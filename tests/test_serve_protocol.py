@@ -99,7 +99,7 @@ def test_start_validation_errors_name_the_field_and_keep_the_connection():
                 if isinstance(m, bytes):
                     frames.append(HEADER.unpack_from(m)[1])
                 else:
-                    assert json.loads(m) == {"type": "end", "frames": 3, "duration_s": 1601 / 16000}
+                    assert json.loads(m) == {"type": "end", "frames": 3, "duration_s": 1601 / 16000, "skipped": 0}
                     break
             assert frames == [0, 1, 2]  # ceil(1601 / 640) = 3 frames at 25 fps
     run_with_server(go)
@@ -258,3 +258,34 @@ def test_frame_header_layout():
     h = HEADER.pack(MAGIC, 7, 0.28, 12.5, 2, 0)
     assert len(h) == 24 and h[:4] == b"AVF1"
     assert struct.unpack("<I", h[4:8])[0] == 7 and struct.unpack("<d", h[8:16])[0] == 0.28
+
+
+def test_realtime_mode_skips_frames_when_rendering_lags_and_keeps_latency_bounded():
+    import time as _time
+
+    def slow_factory(stereo):
+        src = flat_factory(stereo)
+        inner = src.renderer
+
+        def render(idx, wins):
+            _time.sleep(0.12)  # a renderer slower than real time (0.12 s per call, 40 ms frames)
+            return inner(idx, wins)
+        src.renderer = render
+        return src
+
+    async def go(server, uri):
+        wav = tone(16000, 2.0)
+        res = await stream_audio(uri, wav, 16000, chunk_ms=40, realtime=True, live=True)
+        n = num_frames(len(wav), 25.0)
+        got = [f[0] for f in res.frames]
+        assert res.ready["realtime"] is True and not res.errors
+        assert len(res.skipped) > 0 and res.end["skipped"] == len(res.skipped)
+        assert sorted(got + res.skipped) == list(range(n))  # each frame either sent or skipped
+        assert got == sorted(got) and got[-1] == n - 1
+        lat = res.latencies_ms()
+        assert np.percentile(lat, 95) < 800, lat  # bounded, although rendering is 1.5x too slow
+        # without realtime mode every frame comes, later and later
+        res2 = await stream_audio(uri, wav, 16000, chunk_ms=40, realtime=True, live=False)
+        assert [f[0] for f in res2.frames] == list(range(n)) and not res2.skipped
+        assert res2.latencies_ms().max() > lat.max()
+    run_with_server(go, factory=slow_factory)

@@ -47,3 +47,17 @@ def test_overrides_nested_and_dotted_and_phase_lookup():
     assert cfg.loss.mouth_weight == 9.0 and cfg.model.deform.hidden == 8
     assert cfg.model.gaussians.num_face == read_yaml(CONFIGS_DIR / "tiny.yaml")["model"]["gaussians"]["num_face"]
     assert cfg.phase_at(0).name == "static" and cfg.phase_at(cfg.total_steps - 1).name == "joint"
+
+
+def test_train_command_parses_and_reports_errors(tmp_path, capsys):
+    import tyro
+
+    from avatar.apps.train import Train, _parse_set
+
+    cmd = tyro.cli(Train, args=[str(tmp_path / "cap"), "--preset", "tiny", "--resume", "--out", str(tmp_path / "o"),
+                                "--set", "loss.mouth_weight=2.5", "phases=[{until: 5}]"])
+    assert cmd.resume and cmd.preset == "tiny" and cmd.out == tmp_path / "o"
+    assert _parse_set(cmd.set) == {"loss.mouth_weight": 2.5, "phases": [{"until": 5}]}
+    bad = Train(tmp_path / "cap", set=("loss.nope=1",), out=tmp_path / "o2")
+    assert bad.main() == 1
+    assert "loss.nope" in capsys.readouterr().err

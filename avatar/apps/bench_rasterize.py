@@ -4,9 +4,10 @@ Times avatar.ops.rasterize per backend x Gaussian count x resolution on a synthe
 scene (Gaussians in a 0.1 m ellipsoid, log-normal scales around `scale` metres, SH degree 3, one
 camera at 0.6 m with a ~45 degree field of view): forward ms and forward+backward ms (median of
 `repeats` runs after a warm-up; the backward pushes a fixed random gradient on colours and
-alphas), and peak memory. CPU memory = peak resident set size during the call minus the RSS just
-before it, sampled from /proc/self/statm every 2 ms (tracemalloc cannot see torch's allocator);
-GPU memory = torch.cuda.max_memory_allocated() during the call minus the allocation before it.
+alphas), and peak memory. Every case runs in a fresh subprocess so that CPU peak memory can be
+read as a high-water mark: resource.getrusage(RUSAGE_SELF).ru_maxrss after the first
+forward+backward minus ru_maxrss after building the scene and loading the backend (tracemalloc
+cannot see torch's allocator). GPU: torch.cuda.max_memory_allocated() delta over that call.
 
 summary.cpu_vs_torch_speedup_fwd_bwd = torch fwd+bwd time / cpu fwd+bwd time at the `summary_n`
 Gaussians and `summary_res` pixels square, measured in this run. summary.cuda_vs_gsplat_time_ratio
@@ -19,7 +20,8 @@ import math
 import os
 import platform
 import statistics
-import threading
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,6 +54,10 @@ class BenchRasterize:
     """SH degree of the scene colours."""
     seed: int = 0
     """Scene seed."""
+    omp_passive: bool = True
+    """Run the cases with OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads sleep instead of spinning;
+    on a shared, oversubscribed machine spinning threads slow every backend down). Applies to the
+    torch reference's own threads too."""
 
     def main(self) -> int:
         import numpy
@@ -60,6 +66,7 @@ class BenchRasterize:
         from avatar.ops import backends
 
         av = backends()
+        load_start = os.getloadavg()
         results: List[Dict] = []
         has_gpu = torch.cuda.is_available()
         plan: List[Tuple[str, int, int]] = []
@@ -72,7 +79,7 @@ class BenchRasterize:
                     plan += [(name, n, r) for n, r in self.gpu_cases]
         for name, n, res in plan:
             print(f"bench rasterize: {name:6s} N={n:7d} {res}x{res} ...", flush=True)
-            rec = self._case(name, n, res)
+            rec = self._case_subprocess(name, n, res)
             print(f"    fwd {rec['forward_ms']:.1f} ms, fwd+bwd {rec['forward_backward_ms']:.1f} ms, "
                   f"peak {rec['peak_memory_mb']:.1f} MB", flush=True)
             results.append(rec)
@@ -118,9 +125,12 @@ class BenchRasterize:
                                   "log-normal scales (median `scale`), uniform opacity 0.1-1, random "
                                   "rotations, SH degree `sh_degree`; 1 camera at 0.6 m, f = 1.2 * res",
                          "torch_threads": torch.get_num_threads(),
-                         "peak_memory_method": ("cpu/torch: sampled RSS peak during the call minus RSS "
-                                                "before it (/proc/self/statm, 2 ms); cuda/gsplat: "
-                                                "torch.cuda.max_memory_allocated delta"),
+                         "load_average_at_start": list(load_start),
+                         "load_average_at_end": list(os.getloadavg()),
+                         "peak_memory_method": ("cpu/torch: ru_maxrss high-water mark after the first "
+                                                "forward+backward minus ru_maxrss after scene set-up and "
+                                                "backend load, one fresh process per case; cuda/gsplat: "
+                                                "torch.cuda.max_memory_allocated delta over that call"),
                          "backends": {k: {"available": v[0], "reason": v[1]} for k, v in av.items()}},
             "cases": results,
             "summary": summary,
@@ -152,7 +162,20 @@ class BenchRasterize:
         t = [x.to(device) for x in (means, quats, scales, opac, sh, vm, Ks)]
         return t
 
+    def _case_subprocess(self, name: str, n: int, res: int) -> Dict:
+        params = {k: v for k, v in asdict(self).items() if k in ("repeats", "torch_repeats", "scale", "sh_degree", "seed")}
+        env = dict(os.environ)
+        if self.omp_passive:
+            env["OMP_WAIT_POLICY"] = "PASSIVE"
+        proc = subprocess.run(
+            [sys.executable, "-c", "from avatar.apps.bench_rasterize import _child; _child()",
+             json.dumps({"params": params, "name": name, "n": n, "res": res})],
+            check=True, env=env, stdout=subprocess.PIPE, text=True)
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
     def _case(self, name: str, n: int, res: int) -> Dict:
+        import resource
+
         import torch
 
         from avatar.ops import rasterize
@@ -164,8 +187,8 @@ class BenchRasterize:
         v_img = torch.randn(1, res, res, 3, generator=g).to(dev)
         v_alpha = torch.randn(1, res, res, 1, generator=g).to(dev)
 
-        def fwd():
-            return rasterize(*leaves, vm, Ks, res, res, sh_degree=self.sh_degree, backend=name)
+        def fwd(w=res):
+            return rasterize(*leaves, vm, Ks, w, w, sh_degree=self.sh_degree, backend=name)
 
         def fwd_bwd():
             img, alpha, _ = fwd()
@@ -177,27 +200,37 @@ class BenchRasterize:
             if dev.type == "cuda":
                 torch.cuda.synchronize()
 
+        with torch.no_grad():
+            fwd(16)              # loads (or JIT-compiles) the backend outside the measurements
+        sync()
+        maxrss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0   # KiB -> MiB
+        base = maxrss()
+        if dev.type == "cuda":
+            base_gpu = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        fwd_bwd()                # first call: the memory high-water mark (and warm-up)
+        sync()
+        first = time.perf_counter() - t0
+        peak = ((torch.cuda.max_memory_allocated() - base_gpu) / 2 ** 20 if dev.type == "cuda"
+                else maxrss() - base)
         reps = self.torch_repeats if name == "torch" else self.repeats
-        if name != "torch":
-            fwd_bwd()            # warm-up (loads/JIT-compiles the extension, allocator warm-up)
-            sync()
         t_f, t_fb = [], []
-        peak = 0.0
+        if name == "torch":      # minutes per call: the first call counts as the first repeat
+            t_fb.append(first)
+        while len(t_fb) < reps:
+            sync()
+            t0 = time.perf_counter()
+            fwd_bwd()
+            sync()
+            t_fb.append(time.perf_counter() - t0)
         for _ in range(reps):
             with torch.no_grad():
                 sync()
                 t0 = time.perf_counter()
-                fwd()
+                _, _, meta = fwd()
                 sync()
                 t_f.append(time.perf_counter() - t0)
-            with _PeakMemory(dev) as pm:
-                t0 = time.perf_counter()
-                fwd_bwd()
-                sync()
-                t_fb.append(time.perf_counter() - t0)
-            peak = max(peak, pm.peak_mb)
-        with torch.no_grad():
-            _, _, meta = fwd()
         return {"backend": name, "n_gaussians": n, "resolution": res, "repeats": reps,
                 "forward_ms": round(1e3 * statistics.median(t_f), 2),
                 "forward_backward_ms": round(1e3 * statistics.median(t_fb), 2),
@@ -234,47 +267,8 @@ def _version(mod: str) -> Optional[str]:
         return None
 
 
-class _PeakMemory:
-    """Peak memory growth (MB) during a block: sampled RSS on CPU, the CUDA allocator on GPU."""
-
-    def __init__(self, device):
-        self.device = device
-        self.peak_mb = 0.0
-
-    def __enter__(self):
-        import torch
-
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            self._base = torch.cuda.memory_allocated()
-            torch.cuda.reset_peak_memory_stats()
-            return self
-        self._page = os.sysconf("SC_PAGE_SIZE")
-        self._base = self._rss()
-        self._max = self._base
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _rss(self) -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * self._page
-
-    def _sample(self):
-        while not self._stop.is_set():
-            self._max = max(self._max, self._rss())
-            time.sleep(0.002)
-
-    def __exit__(self, *exc):
-        import torch
-
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            self.peak_mb = (torch.cuda.max_memory_allocated() - self._base) / 2 ** 20
-            return False
-        self._stop.set()
-        self._thread.join()
-        self._max = max(self._max, self._rss())
-        self.peak_mb = (self._max - self._base) / 2 ** 20
-        return False
+def _child() -> None:
+    """Subprocess entry of one benchmark case: argv[1] = JSON {params, name, n, res}; prints JSON."""
+    spec = json.loads(sys.argv[1])
+    bench = BenchRasterize(**spec["params"])
+    print(json.dumps(bench._case(spec["name"], spec["n"], spec["res"])), flush=True)

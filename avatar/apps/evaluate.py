@@ -22,11 +22,26 @@ def psnr_from_mse(mse: float) -> float:
     return float(10.0 * math.log10(1.0 / max(mse, 1e-12)))
 
 
-def _gauss_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+def _gauss_1d(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
     g = torch.exp(-x ** 2 / (2 * sigma ** 2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :])[None, None]  # [1,1,k,k]
+    return g / g.sum()
+
+
+def _blur_matrix(n: int, g: torch.Tensor) -> torch.Tensor:
+    """[n, n] banded matrix M with (M @ v) = v convolved with g, zero padded (same size)."""
+    k = g.numel()
+    i = torch.arange(n)
+    d = i[None, :] - i[:, None] + k // 2  # [n, n] tap index
+    ok = (d >= 0) & (d < k)
+    return torch.where(ok, g[d.clamp(0, k - 1)], torch.zeros((), dtype=g.dtype))
+
+
+def _blur(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur with zero padding: x [B,H,W] -> [B,H,W] (= the 2D window), as two
+    matrix products with banded matrices (much faster on CPU than 11-tap convolutions)."""
+    H, W = x.shape[-2:]
+    return _blur_matrix(H, g).to(x) @ x @ _blur_matrix(W, g).to(x).T
 
 
 def ssim_map(a: torch.Tensor, b: torch.Tensor, size: int = 11) -> torch.Tensor:
@@ -35,14 +50,14 @@ def ssim_map(a: torch.Tensor, b: torch.Tensor, size: int = 11) -> torch.Tensor:
     a, b [..., H, W, 3] in [0,1] -> [..., H, W] (mean over channels; zero padding like 3DGS's loss)."""
     shp = a.shape[:-3]
     H, W = a.shape[-3], a.shape[-2]
-    x = a.reshape(-1, H, W, 3).permute(0, 3, 1, 2).reshape(-1, 1, H, W)
-    y = b.reshape(-1, H, W, 3).permute(0, 3, 1, 2).reshape(-1, 1, H, W)
-    win = _gauss_window(size).to(a)
-    p = size // 2
-    mu_x, mu_y = Fn.conv2d(x, win, padding=p), Fn.conv2d(y, win, padding=p)
-    sxx = Fn.conv2d(x * x, win, padding=p) - mu_x ** 2
-    syy = Fn.conv2d(y * y, win, padding=p) - mu_y ** 2
-    sxy = Fn.conv2d(x * y, win, padding=p) - mu_x * mu_y
+    x = a.reshape(-1, H, W, 3).permute(0, 3, 1, 2).reshape(-1, H, W)
+    y = b.reshape(-1, H, W, 3).permute(0, 3, 1, 2).reshape(-1, H, W)
+    g = _gauss_1d(size).to(a)
+    n = x.shape[0]
+    # one batched blur for the five moments
+    m = _blur(torch.cat([x, y, x * x, y * y, x * y]), g)
+    mu_x, mu_y, exx, eyy, exy = m.split(n)
+    sxx, syy, sxy = exx - mu_x ** 2, eyy - mu_y ** 2, exy - mu_x * mu_y
     C1, C2 = 0.01 ** 2, 0.03 ** 2
     s = ((2 * mu_x * mu_y + C1) * (2 * sxy + C2)) / ((mu_x ** 2 + mu_y ** 2 + C1) * (sxx + syy + C2))
     return s.reshape(-1, 3, H, W).mean(1).reshape(shp + (H, W))
@@ -135,7 +150,8 @@ def evaluate(model, data, indices: Optional[Sequence[int]] = None, use_deform: b
 
 def _render_static(model, data, i, backend):
     out = model.render(data.viewmats[i:i + 1], data.Ks[i:i + 1], data.width, data.height,
-                       background=data.background, use_deform=False, backend=backend)
+                       background=data.background, use_deform=False, backend=backend,
+                       torso_transform=model.torso_transform_for(data.viewmats[i]))
     return out["rgb"].clamp(0, 1), out["alpha"], out["mouth_alpha"]
 
 

@@ -226,3 +226,51 @@ def check_prior_for_capture(prior_path, capture_dir) -> None:
     m = ds.tracks["motion"].shape[1]
     if m != prior.motion_dim:
         raise PriorCheckpointError(f"{capture_dir}: motion codes have M={m}, the prior predicts M={prior.motion_dim}")
+
+
+def motion_fn_for(prior_path, wav, fps: float, num_frames: int, style=None):
+    """For `avatar drive --prior`: a `motion_fn(t) -> np.float32 [M]` (avatar.apps.runtime.AvatarSource's
+    hook) over the prior's motion codes for the whole audio (frames past the end repeat the last)."""
+    motion = predict_motion(prior_path, wav, fps, num_frames, style)
+
+    def motion_fn(t: int):
+        return motion[min(max(int(t), 0), motion.shape[0] - 1)]
+    return motion_fn
+
+
+def motion_for_training(prior_path, ds, source: str = "tracked", style_seconds: float = 5.0):
+    """For `avatar train --prior`: the motion input of the deformation network, np.float32 [F_ds, M]
+    (one row per dataset frame), in the prior's motion space (checked: a capture made with another
+    MotionSpace raises PriorCheckpointError).
+    source="tracked": the capture's own tracked codes (the avatar learns motion -> appearance from the
+    truth; at drive time the prior supplies codes in the same space). source="predicted": the prior's
+    prediction from the capture's audio, styled by its first `style_seconds` (train on what drive
+    will feed)."""
+    import numpy as np
+
+    from avatar.model.motion_prior import PriorCheckpointError
+
+    prior = load_prior(prior_path)
+    if ds.motion_space is None:
+        raise PriorCheckpointError(f"{ds.root}: no motion-space definition in transforms.json (re-run tracking)")
+    prior.check_motion_space(ds.motion_space.to_dict(), str(ds.root))
+    tracked = np.asarray(ds.tracks["motion"], np.float32)
+    if tracked.shape[1] != prior.motion_dim:
+        raise PriorCheckpointError(f"{ds.root}: motion codes have M={tracked.shape[1]}, the prior predicts "
+                                   f"M={prior.motion_dim}")
+    if source == "tracked":
+        return tracked
+    if source != "predicted":
+        raise ValueError(f"motion_for_training: source must be 'tracked' or 'predicted', got {source!r}")
+    if ds.audio is None:
+        raise ValueError(f"{ds.root}: source='predicted' needs the capture's audio (captured without audio)")
+    times = np.asarray(ds.frame_times, np.int64)
+    n_t = int(times.max()) + 1
+    _, first = np.unique(times, return_index=True)
+    first = np.sort(first)
+    r = max(1, min(len(first), int(round(style_seconds * ds.fps))))
+    from avatar.apps.prior_data import audio_clip_features
+
+    feats, _ = audio_clip_features(np.asarray(ds.audio, np.float32), ds.fps, n_t, _audio_cfg(prior.audio_features))
+    style = (feats[times[first[:r]]].numpy(), tracked[first[:r]])
+    return predict_motion(prior_path, ds.audio, ds.fps, n_t, style)[times]

@@ -162,7 +162,7 @@ class StreamingSource:
                  backdrop: Optional[Backdrop] = None, batch: int = 1):
         if fps <= 0:
             raise DriveError(f"fps must be > 0, got {fps}")
-        if window < 0 or not 0 <= lookahead <= max(window, lookahead):
+        if window < 0 or lookahead < 0:
             raise DriveError(f"window ({window}) and lookahead ({lookahead}) must be >= 0")
         self.conditioner, self.renderer = conditioner, renderer
         self.fps, self.width, self.height, self.views = float(fps), int(width), int(height), int(views)
@@ -177,17 +177,25 @@ class StreamingSource:
         self._row0 = 0
         self._next = 0  # next frame index to emit
         self._ended = False
+        self.skipped: List[int] = []  # frames dropped by push_audio(keep_last=...)
 
     @property
     def frames_emitted(self) -> int:
         return self._next
 
-    def push_audio(self, chunk: np.ndarray) -> List[Frame]:
+    def push_audio(self, chunk: np.ndarray, keep_last: Optional[int] = None) -> List[Frame]:
+        """Frames made ready by this chunk. keep_last=K (live use when rendering lags): render only
+        the newest K ready frames; the older ones are skipped and their indices appended to
+        `self.skipped` (the stream's timeline is unchanged)."""
         if self._ended:
             raise DriveError("push_audio after flush: call reset() to start a new stream")
         self._rows.extend(self.conditioner.push(check_chunk(chunk)))
         ready = self._row0 + len(self._rows) - self.lookahead  # frames < ready have their rows
-        return self._emit(ready, total=None)
+        if keep_last is not None and ready - self._next > max(1, keep_last):
+            new_next = ready - max(1, keep_last)
+            self.skipped.extend(range(self._next, new_next))
+            self._next = new_next
+        return self._emit(ready)
 
     def flush(self) -> List[Frame]:
         if self._ended:
@@ -195,18 +203,18 @@ class StreamingSource:
         self._rows.extend(self.conditioner.finish())
         self._ended = True
         total = self._row0 + len(self._rows)
-        return self._emit(total, total=total)
+        return self._emit(total)
 
-    def _window(self, t: int, total: Optional[int]) -> np.ndarray:
+    def _window(self, t: int) -> np.ndarray:
         last = self._row0 + len(self._rows) - 1
         idx = [min(max(j, 0), last) for j in range(t - self.window, t + self.window + 1)]
         return np.stack([self._rows[j - self._row0] for j in idx])
 
-    def _emit(self, ready: int, total: Optional[int]) -> List[Frame]:
+    def _emit(self, ready: int) -> List[Frame]:
         out: List[Frame] = []
         while self._next < ready:
             idx = list(range(self._next, min(ready, self._next + self.batch)))
-            wins = np.stack([self._window(t, total) for t in idx])  # [B, 2k+1, ...]
+            wins = np.stack([self._window(t) for t in idx])  # [B, 2k+1, ...]
             colors, alphas = self.renderer(idx, wins)
             colors = _np(colors)  # [B, C, H, W, 3]
             alphas = _np(alphas)  # [B, C, H, W, 1]

@@ -4,9 +4,13 @@ also serves a small web page that plays the avatar from the microphone or a chos
 Protocol (one WebSocket per stream, at ws://HOST:PORT/ws):
 
 client -> server
-  text  {"type": "start", "sample_rate": 48000, "format": "pcm16" | "f32", "stereo": false}
+  text  {"type": "start", "sample_rate": 48000, "format": "pcm16" | "f32", "stereo": false,
+         "realtime": false}
         sample_rate: integer Hz in [8000, 192000] (required); format: little-endian mono samples,
-        int16 ("pcm16", the default) or float32 in [-1, 1] ("f32"); stereo: side-by-side stereo frames.
+        int16 ("pcm16", the default) or float32 in [-1, 1] ("f32"); stereo: side-by-side stereo frames;
+        realtime: live mode for a microphone — when rendering lags behind the audio, only the newest
+        `realtime_keep` ready frames are rendered and the older ones are skipped (announced with a
+        "skipped" message), so latency stays bounded; false = every frame is rendered.
   bytes audio chunk: mono samples in the declared format, at most `max_chunk_s` seconds each.
   text  {"type": "stop"}     end of the stream: the server renders the remaining frames, then "end".
   text  {"type": "ping"}     -> {"type": "pong"}
@@ -16,7 +20,9 @@ server -> client
   bytes one frame: a 24-byte little-endian header then a JPEG (side by side when stereo):
         magic b"AVF1" | uint32 frame index | float64 timestamp_s (index / fps on the audio timeline)
         | float32 server_ms (chunk received -> frame sent) | uint16 views | uint16 reserved
-  text  {"type": "end", "frames": N, "duration_s": S}     after "stop" (N = ceil(S * fps))
+  text  {"type": "skipped", "frames": [i, j, ...]}       realtime mode: frames that will not come
+  text  {"type": "end", "frames": N, "duration_s": S, "skipped": K}   after "stop" (N = ceil(S * fps):
+        the stream's frame count; N - K frames were sent)
   text  {"type": "error", "code": ..., "message": ...}    see ERROR_CODES; fatal ones close the socket.
 
 Frames of a stream come in order, each exactly once; frame t is sent as soon as the audio it needs
@@ -56,8 +62,9 @@ ERROR_CODES = {
     "message_too_large": "a message over the size limit (fatal: the socket closes with 1009)",
     "server_busy": "too many clients (fatal: closes with 1013)",
     "internal_error": "rendering failed (fatal: closes with 1011)",
+    "overloaded": "realtime mode: audio arrives much faster than real time (fatal: closes with 1013)",
 }
-FATAL = {"message_too_large": 1009, "server_busy": 1013, "internal_error": 1011}
+FATAL = {"message_too_large": 1009, "server_busy": 1013, "internal_error": 1011, "overloaded": 1013}
 
 
 class ProtocolError(ValueError):
@@ -154,6 +161,10 @@ class ServerConfig:
     """Incoming messages websockets buffers per client before it stops reading the socket."""
     write_limit: int = 1 << 20
     """Outgoing bytes buffered per client before sends wait (back-pressure)."""
+    realtime_keep: int = 2
+    """Realtime streams: newest ready frames rendered per step when rendering lags (older ones skipped)."""
+    realtime_max_pending_s: float = 10.0
+    """Realtime streams: audio waiting for the renderer beyond this is an 'overloaded' error."""
 
 
 def _max_chunk_bytes(cfg: ServerConfig, sr: int, fmt: str) -> int:
@@ -238,7 +249,7 @@ class AvatarServer:
             pass
         finally:
             self.active -= 1
-            session.source = None
+            await session.close()
 
 
 def _web_files() -> set:
@@ -267,6 +278,25 @@ class _Session:
         self.last_frame = -1
         self.views = 1
         self.limit = 0
+        self.realtime = False
+        self.pending: List[np.ndarray] = []
+        self.pending_n = 0
+        self.pending_t = 0.0
+        self.wake: Optional[asyncio.Event] = None
+        self.task: Optional[asyncio.Task] = None
+        self.stopping = False
+        self.skipped = 0
+
+    async def close(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            try:
+                await self.task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self.task = None
+        self.source = None
+        self.pending = []
 
     async def run(self) -> None:
         from websockets.exceptions import ConnectionClosed
@@ -310,10 +340,10 @@ class _Session:
 
         if self.source is not None:
             raise ProtocolError("already_started", "a stream is already running: send {\"type\": \"stop\"} first")
-        unknown = sorted(set(obj) - {"type", "sample_rate", "format", "stereo"})
+        unknown = sorted(set(obj) - {"type", "sample_rate", "format", "stereo", "realtime"})
         if unknown:
             raise ProtocolError("bad_start", f"unknown field(s) {unknown} in 'start' "
-                                             "(valid: sample_rate, format, stereo)")
+                                             "(valid: sample_rate, format, stereo, realtime)")
         sr = obj.get("sample_rate")
         if sr is None:
             raise ProtocolError("bad_start", "'start' needs 'sample_rate': the audio rate in Hz (e.g. 48000)")
@@ -326,17 +356,25 @@ class _Session:
         stereo = obj.get("stereo", False)
         if not isinstance(stereo, bool):
             raise ProtocolError("bad_start", f"'stereo' must be true or false, got {stereo!r}")
+        realtime = obj.get("realtime", False)
+        if not isinstance(realtime, bool):
+            raise ProtocolError("bad_start", f"'realtime' must be true or false, got {realtime!r}")
         loop = asyncio.get_running_loop()
         self.source = await loop.run_in_executor(self.server.pool, self.server.factory, stereo)
         self.resampler = StreamResampler(sr)
         self.sr, self.fmt, self.views = sr, fmt, 2 if stereo else 1
-        self.samples_in, self.last_frame = 0, -1
+        self.samples_in, self.last_frame, self.skipped = 0, -1, 0
         self.limit = _max_chunk_bytes(self.cfg, sr, fmt)
+        self.realtime, self.stopping, self.pending, self.pending_n = realtime, False, [], 0
+        if realtime:
+            self.wake = asyncio.Event()
+            self.task = asyncio.create_task(self._realtime_loop())
         src = self.source
         await self.ws.send(json.dumps({
             "type": "ready", "protocol": PROTOCOL, "fps": src.fps, "width": src.width * self.views,
             "height": src.height, "views": self.views, "lookahead_frames": src.lookahead,
-            "header_bytes": HEADER.size, "max_chunk_bytes": self.limit, "sample_rate": sr, "format": fmt}))
+            "header_bytes": HEADER.size, "max_chunk_bytes": self.limit, "sample_rate": sr, "format": fmt,
+            "realtime": realtime}))
 
     async def _audio(self, data: bytes) -> None:
         t_in = time.perf_counter()
@@ -360,11 +398,46 @@ class _Session:
             if np.abs(x).max(initial=0.0) > 16.0:
                 raise ProtocolError("malformed_audio", "f32 audio must be in [-1, 1] (found |x| > 16: "
                                                        "is it int16 data declared as f32?)")
+        if self.realtime:
+            if self.pending_n + len(x) > self.cfg.realtime_max_pending_s * self.sr:
+                raise ProtocolError("overloaded", f"more than {self.cfg.realtime_max_pending_s:g} s of audio waiting "
+                                                  "for the renderer: realtime streams must send audio at its own speed")
+            self.pending.append(x)
+            self.pending_n += len(x)
+            self.pending_t = t_in
+            self.wake.set()
+            return
         await self._render(lambda: self.source.push_audio(self.resampler.push(x)), t_in)
+
+    async def _realtime_loop(self) -> None:
+        """Realtime streams: render what the audio received so far makes ready, newest first."""
+        from websockets.exceptions import ConnectionClosed
+
+        keep = self.cfg.realtime_keep
+        try:
+            while True:
+                await self.wake.wait()
+                self.wake.clear()
+                if self.pending:
+                    x = np.concatenate(self.pending)
+                    self.pending, self.pending_n = [], 0
+                    src, res = self.source, self.resampler
+                    await self._render(lambda: src.push_audio(res.push(x), keep_last=keep), self.pending_t)
+                if self.stopping and not self.pending:
+                    return
+        except ProtocolError as e:  # rendering failed: tell the client (fatal), end the stream
+            await _error(self.ws, e.code, str(e))
+        except ConnectionClosed:
+            pass
 
     async def _stop(self) -> None:
         if self.source is None:
             raise ProtocolError("not_started", "'stop' before 'start'")
+        if self.task is not None:
+            self.stopping = True
+            self.wake.set()
+            await self.task
+            self.task = None
         t_in = time.perf_counter()
 
         def finish():
@@ -373,7 +446,8 @@ class _Session:
         n_in = self.resampler._S
         await self._render(finish, t_in)
         dur = n_in / self.sr
-        await self.ws.send(json.dumps({"type": "end", "frames": self.last_frame + 1, "duration_s": dur}))
+        await self.ws.send(json.dumps({"type": "end", "frames": self.last_frame + 1, "duration_s": dur,
+                                       "skipped": self.skipped}))
         self.source = None
 
     async def _render(self, fn, t_in: float) -> None:
@@ -395,6 +469,11 @@ class _Session:
             frames = await loop.run_in_executor(self.server.pool, work)
         except Exception as e:  # a bug or a bad model: tell this client, keep the server
             raise ProtocolError("internal_error", f"rendering failed: {type(e).__name__}: {e}") from e
+        src = self.source
+        if src is not None and getattr(src, "skipped", None):
+            skipped, src.skipped = list(src.skipped), []
+            self.skipped += len(skipped)
+            await self.ws.send(json.dumps({"type": "skipped", "frames": skipped}))
         for index, ts, jpg in frames:
             ms = (time.perf_counter() - t_in) * 1000.0
             await self.ws.send(HEADER.pack(MAGIC, index, ts, ms, self.views, 0) + jpg)
@@ -414,6 +493,7 @@ class StreamResult:
     chunk_end_sample: List[int] = field(default_factory=list)  # input samples sent up to chunk i
     end: Optional[Dict[str, Any]] = None
     errors: List[Dict[str, Any]] = field(default_factory=list)
+    skipped: List[int] = field(default_factory=list)
 
     def latencies_ms(self) -> np.ndarray:
         """Per frame: arrival time minus the send time of the chunk that completed the audio the
@@ -433,15 +513,18 @@ class StreamResult:
 
 
 async def stream_audio(uri: str, wav: np.ndarray, sr: int, *, chunk_ms: float = 40.0, fmt: str = "pcm16",
-                       stereo: bool = False, realtime: bool = False, timeout: float = 120.0) -> StreamResult:
+                       stereo: bool = False, realtime: bool = False, live: bool = False,
+                       timeout: float = 120.0) -> StreamResult:
     """Stream mono audio `wav` [S] at `sr` to an avatar server; collect every frame until "end".
-    realtime=True paces chunks at the speed of the audio (as a microphone would)."""
+    realtime=True paces chunks at the speed of the audio (as a microphone would); live=True asks
+    for the server's realtime mode (frames skipped when rendering lags)."""
     from websockets.asyncio.client import connect
 
     wav = np.asarray(wav, np.float32)
     step = max(1, int(sr * chunk_ms / 1000))
     async with connect(uri, max_size=16 << 20) as ws:
-        await ws.send(json.dumps({"type": "start", "sample_rate": sr, "format": fmt, "stereo": stereo}))
+        await ws.send(json.dumps({"type": "start", "sample_rate": sr, "format": fmt, "stereo": stereo,
+                                  "realtime": live}))
         first = json.loads(await asyncio.wait_for(ws.recv(), timeout))
         if first.get("type") != "ready":
             raise RuntimeError(f"server refused the stream: {first}")
@@ -472,7 +555,9 @@ async def stream_audio(uri: str, wav: np.ndarray, sr: int, *, chunk_ms: float = 
                     res.server_ms.append(ms)
                 else:
                     obj = json.loads(msg)
-                    if obj.get("type") == "end":
+                    if obj.get("type") == "skipped":
+                        res.skipped.extend(obj["frames"])
+                    elif obj.get("type") == "end":
                         res.end = obj
                         return
                     if obj.get("type") == "error":

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
+import tyro
 
 TRAIN_CKPT_FORMAT = "avatar-train-checkpoint"
 TRAIN_CKPT_VERSION = 1
@@ -76,6 +77,20 @@ def build_model(cfg, ds, data):
                        motion_space=ms if isinstance(ms, dict) else None)
 
 
+def reference_viewmats(data, cam_ids: np.ndarray):
+    """Per camera id: the training frame's viewmat closest to that camera's mean viewmat [4,4] (the pose
+    in whose head frame the torso Gaussians live)."""
+    torch = _import_torch()
+    refs = {}
+    tr = np.asarray(data.train_idx)
+    for c in np.unique(cam_ids):
+        idx = tr[cam_ids[tr] == c] if (cam_ids[tr] == c).any() else np.nonzero(cam_ids == c)[0]
+        V = data.viewmats[torch.from_numpy(idx)]
+        k = int(((V - V.mean(0)) ** 2).sum((1, 2)).argmin())
+        refs[int(c)] = V[k].clone()
+    return refs
+
+
 GAUSSIAN_GROUPS = ("means", "quats", "log_scales", "opacities", "colors")
 CANONICAL_GROUPS = GAUSSIAN_GROUPS + ("triplane", "color_head")
 DEFORM_GROUPS = ("audio", "face_deform", "mouth_deform")
@@ -118,6 +133,11 @@ class Trainer:
         if len(self.data.train_idx) == 0:
             raise TrainingError("the capture's train split is empty")
         self.model = build_model(cfg, dataset, self.data).to(self.device)
+        self.torso_refs = reference_viewmats(self.data, np.asarray(getattr(dataset, "camera_ids",
+                                                                           np.zeros(dataset.num_frames)), np.int64))
+        self.cam_ids = np.asarray(getattr(dataset, "camera_ids", np.zeros(dataset.num_frames)), np.int64)
+        with torch.no_grad():
+            self.model.torso_ref.copy_(self.torso_refs[int(np.bincount(self.cam_ids[self.data.train_idx]).argmax())])
         self.opt = make_optimizer(self.model, cfg)
         self.strategy = DensifyStrategy(cfg.strategy)
         self.sstate = self.strategy.initialize_state(len(self.model.gaussians), self.device)
@@ -175,6 +195,11 @@ class Trainer:
         _set_py_state(tr["rng"]["python"])
         self.step = int(tr["step"])
 
+    def torso_transform(self, i: int):
+        """[4,4] torso -> head coordinates for frame i (torso fixed relative to frame i's camera)."""
+        torch = _import_torch()
+        return (torch.linalg.inv(self.data.viewmats[i]) @ self.torso_refs[int(self.cam_ids[i])]).to(self.device)
+
     # -- one step --
     def _lrs(self, phase) -> Dict[str, float]:
         c = self.cfg
@@ -203,7 +228,7 @@ class Trainer:
         try:
             out = m.render(d.viewmats[i:i + 1].to(dev), d.Ks[i:i + 1].to(dev), d.width, d.height,
                            audio_latent=latent, motion=motion, blink=d.blink[i].to(dev), background=self._bg,
-                           use_deform=use_deform, backend=c.backend)
+                           use_deform=use_deform, backend=c.backend, torso_transform=self.torso_transform(i))
         except ValueError as e:  # the rasterizer refuses NaN/inf inputs: the model has diverged
             if "non-finite" not in str(e):
                 raise
@@ -273,7 +298,7 @@ class Trainer:
                                     if use_deform else None,
                                     motion=d.motion[i].to(self.device) if (d.motion is not None and use_deform) else None,
                                     blink=d.blink[i].to(self.device), background=self._bg, use_deform=use_deform,
-                                    backend=self.cfg.backend)
+                                    backend=self.cfg.backend, torso_transform=self.torso_transform(i))
         self.model.train()
         pred = out["rgb"][0].clamp(0, 1).cpu().numpy()
         sheet = np.concatenate([pred, d.image(i).numpy()], 1)
@@ -423,7 +448,7 @@ def _parse_set(items) -> Dict[str, Any]:
 class Train:
     """Train a talking-head avatar from a capture folder (static -> deformation -> joint phases)."""
 
-    data: Path
+    data: tyro.conf.Positional[Path]
     """Capture folder written by `avatar capture`."""
     preset: str = "tiny"
     """Config preset: a name in configs/ (tiny, phone, multiview, quality) or a YAML file."""

@@ -268,7 +268,7 @@ class _Head:
         sc = np.asarray(s.head_scale, float)
         lm = self.lm0
         sp = s.spacing
-        parts = []   # (points, normals or None, scale, color, label, jaw_weight, opacity)
+        parts = []   # (points [M,3], normals [M,3], scale, colors, label, jaw weight, opacity, lit)
 
         # eyes: fixed surface behind each opening; sclera, iris, pupil
         for contour, iris in ((fm.LEFT_EYE, 473), (fm.RIGHT_EYE, 468)):
@@ -414,7 +414,12 @@ class _Head:
         n_t = np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
         area = 0.5 * np.linalg.norm(n_t, axis=1)
         f_means = np.einsum("mk,mkd->md", self.f_bary, v[self.f_tri])
-        f_n = n_t[self.f_tri]
+        # smooth shading: area-weighted vertex normals, interpolated barycentrically
+        vn = np.zeros_like(lm)
+        for k in range(3):
+            np.add.at(vn, tris[:, k], n_t)
+        vn /= np.linalg.norm(vn, axis=1, keepdims=True) + 1e-12
+        f_n = np.einsum("mk,mkd->md", self.f_bary, vn[tris[self.f_tri]])
         disc = np.sqrt(area / np.maximum(self.f_count, 1))[self.f_tri] * 0.6 + 0.0002
         f_scales = np.stack([disc, disc, np.full_like(disc, 0.00035)], 1)
         f_colors = np.clip(_shade(self.f_color, f_n), 0, 1)

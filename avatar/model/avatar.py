@@ -26,7 +26,7 @@ from torch import nn
 from avatar.model.audio_encoder import AudioEncoder
 from avatar.model.config import ModelConfig, from_dict, to_dict
 from avatar.model.deform import DeformationNet
-from avatar.model.gaussians import REGION_MOUTH, Gaussians
+from avatar.model.gaussians import REGION_MOUTH, REGION_TORSO, Gaussians
 from avatar.model.triplane import HashTriplane
 
 CHECKPOINT_FORMAT = "avatar-checkpoint"
@@ -56,6 +56,9 @@ class AvatarModel(nn.Module):
         A = cfg.audio.latent_dim
         self.face_deform = DeformationNet(F, A, cfg.motion_dim, cfg.deform)
         self.mouth_deform = DeformationNet(F, A, cfg.motion_dim, cfg.deform)
+        # torso Gaussians live in the head frame of a reference camera pose (the capture's camera sees a
+        # torso that stays put while the head turns): see torso_transform_for()
+        self.register_buffer("torso_ref", torch.eye(4))  # [4,4] head-to-camera of the reference pose
         self._cache: Optional[Dict[str, torch.Tensor]] = None
 
     # ---- helpers --------------------------------------------------------------------------------------
@@ -71,6 +74,14 @@ class AvatarModel(nn.Module):
     def invalidate_cache(self) -> None:
         """Drop cached canonical features (call after changing the Gaussians or the triplane)."""
         self._cache = None
+
+    def torso_transform_for(self, viewmat: torch.Tensor) -> Optional[torch.Tensor]:
+        """[4,4] map from torso (reference head) coordinates to this frame's head coordinates, assuming
+        the camera of `viewmat` [4,4] is the capture camera (torso fixed relative to it); None when no
+        reference pose was set (torso_ref is the identity: torso rigid with the head)."""
+        if torch.equal(self.torso_ref, torch.eye(4, device=self.torso_ref.device)):
+            return None
+        return torch.linalg.inv(viewmat.float()) @ self.torso_ref
 
     def encode_audio(self, audio_windows: torch.Tensor) -> torch.Tensor:
         """Audio feature windows [B, 2k+1, D] (or [2k+1, D]) -> latents [B, A] (or [A]).
@@ -133,8 +144,11 @@ class AvatarModel(nn.Module):
     def render(self, viewmats: torch.Tensor, Ks: torch.Tensor, width: int, height: int,
                audio_latent: Optional[torch.Tensor] = None, motion: Optional[torch.Tensor] = None,
                blink: Optional[torch.Tensor] = None, background: Optional[torch.Tensor] = None,
-               use_deform: bool = True, backend: str = "auto") -> Dict[str, Any]:
+               use_deform: bool = True, backend: str = "auto",
+               torso_transform: Optional[torch.Tensor] = None) -> Dict[str, Any]:
         """Differentiable render (training). viewmats [C,4,4], Ks [C,3,3], background [H,W,3] | [3] | None.
+        torso_transform [4,4] (torso -> head coordinates, see torso_transform_for) or None (torso rigid
+        with the head).
 
         Returns dict: rgb [C,H,W,3], alpha [C,H,W,1], mouth_alpha [C,H,W,1] (visible inside-mouth coverage),
         posed (from deformed()), views [(means2d [C,n,2], radii [C,n], idx [n])] for the strategy.
@@ -143,6 +157,8 @@ class AvatarModel(nn.Module):
 
         posed = self.deformed(audio_latent, motion, blink, use_deform)
         labels = self.gaussians.labels
+        if torso_transform is not None:
+            posed = _move_region(posed, labels == REGION_TORSO, torso_transform)
         mouth = labels == REGION_MOUTH
         C = viewmats.shape[0]
         layers, views = [], []
@@ -174,7 +190,7 @@ class AvatarModel(nn.Module):
                      audio_window: Optional[torch.Tensor] = None, motion: Optional[torch.Tensor] = None,
                      blink: float = 0.0, background: Optional[torch.Tensor] = None, *,
                      audio_latent: Optional[torch.Tensor] = None, backend: str = "auto",
-                     return_mouth: bool = False):
+                     return_mouth: bool = False, torso: str = "camera"):
         """Render one frame of the driven avatar (no grad; canonical features cached in eval mode).
 
         viewmats [C,4,4] world(head)-to-camera OpenCV; Ks [C,3,3] pixels; width/height in pixels.
@@ -182,6 +198,8 @@ class AvatarModel(nn.Module):
         from encode_audio (one of them; neither = silence-free neutral latent of zeros).
         motion [M] or None (None = zeros / not used); blink in [0,1] (1 = closed);
         background [H,W,3] | [3] in [0,1] or None (black).
+        torso: "camera" = the torso stays where the capture camera saw it while the head moves (right
+        for the capture camera or a camera near it; uses viewmats[0]); "head" = torso rigid with the head.
         Returns colors [C,H,W,3] in [0,1] and alphas [C,H,W,1] (and the visible inside-mouth coverage
         [C,H,W,1] when return_mouth).
         """
@@ -193,9 +211,13 @@ class AvatarModel(nn.Module):
         b = torch.tensor(float(blink), device=dev)
         if background is not None:
             background = torch.as_tensor(background, device=dev, dtype=torch.float32)
-        out = self.render(torch.as_tensor(viewmats, device=dev, dtype=torch.float32),
-                          torch.as_tensor(Ks, device=dev, dtype=torch.float32), width, height,
-                          audio_latent, motion, b, background, use_deform=True, backend=backend)
+        if torso not in ("camera", "head"):
+            raise ValueError(f"render_frame: torso must be 'camera' or 'head', got {torso!r}")
+        viewmats = torch.as_tensor(viewmats, device=dev, dtype=torch.float32)
+        tt = self.torso_transform_for(viewmats[0]) if torso == "camera" else None
+        out = self.render(viewmats, torch.as_tensor(Ks, device=dev, dtype=torch.float32), width, height,
+                          audio_latent, motion, b, background, use_deform=True, backend=backend,
+                          torso_transform=tt)
         rgb = out["rgb"].clamp(0, 1)
         if return_mouth:
             return rgb, out["alpha"], out["mouth_alpha"]
@@ -248,6 +270,48 @@ class AvatarModel(nn.Module):
         except Exception as e:
             raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from e
         return cls.from_checkpoint_dict(d, str(path)).to(map_location).eval()
+
+
+def _quat_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Hamilton product of wxyz quaternions [...,4]."""
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
+                        aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], -1)
+
+
+def _rotmat_to_quat(R: torch.Tensor) -> torch.Tensor:
+    """Rotation matrix [3,3] -> unit quaternion wxyz [4] (Shepperd's method, branch on the largest term)."""
+    m = R.double()
+    tr = m[0, 0] + m[1, 1] + m[2, 2]
+    cands = torch.stack([tr, m[0, 0], m[1, 1], m[2, 2]])
+    k = int(torch.argmax(cands))
+    if k == 0:
+        s = torch.sqrt(1.0 + tr) * 2
+        q = torch.stack([0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s])
+    elif k == 1:
+        s = torch.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2]) * 2
+        q = torch.stack([(m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s])
+    elif k == 2:
+        s = torch.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2]) * 2
+        q = torch.stack([(m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s])
+    else:
+        s = torch.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1]) * 2
+        q = torch.stack([(m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s])
+    return (q / q.norm()).to(R.dtype)
+
+
+def _move_region(posed: Dict[str, torch.Tensor], sel: torch.Tensor, T: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """Apply the rigid transform T [4,4] to the Gaussians in sel [N] (means and rotations)."""
+    if not bool(sel.any()):
+        return posed
+    R, t = T[:3, :3].to(posed["means"]), T[:3, 3].to(posed["means"])
+    q = _rotmat_to_quat(R).to(posed["quats"])
+    s = sel.unsqueeze(-1)
+    out = dict(posed)
+    out["means"] = torch.where(s, posed["means"] @ R.T + t, posed["means"])
+    out["quats"] = torch.where(s, _quat_mul(q.expand_as(posed["quats"]), posed["quats"]), posed["quats"])
+    return out
 
 
 def atomic_torch_save(obj: Any, path: Union[str, Path]) -> Path:

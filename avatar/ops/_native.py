@@ -9,7 +9,9 @@ from __future__ import annotations
 import functools
 import glob
 import importlib
+import importlib.util
 import os
+import warnings
 from pathlib import Path
 from typing import List
 
@@ -35,16 +37,34 @@ def _cache_dir(kind: str) -> str:
     return path
 
 
+def _prebuilt_is_stale(kind: str, srcs: List[str]) -> bool:
+    """True when a prebuilt avatar._C_<kind> exists but a native source or header is newer."""
+    try:
+        spec = importlib.util.find_spec(f"avatar._C_{kind}")
+    except (ImportError, ValueError):
+        return False
+    if spec is None or not spec.origin or not srcs:
+        return False
+    headers = glob.glob(str(CUDA_DIR / "include" / "avatar" / "*.h"))
+    newest = max(os.path.getmtime(f) for f in srcs + headers)
+    return newest > os.path.getmtime(spec.origin)
+
+
 @functools.lru_cache(maxsize=None)
 def load(kind: str):
     """The extension module for `kind`; raises BackendUnavailable naming the fix."""
     from avatar.ops._backends import BackendUnavailable
 
-    try:
-        return importlib.import_module(f"avatar._C_{kind}")
-    except ImportError:
-        pass
     srcs = sources(kind)
+    stale = _prebuilt_is_stale(kind, srcs)
+    if not stale:
+        try:
+            return importlib.import_module(f"avatar._C_{kind}")
+        except ImportError:
+            pass
+    else:
+        warnings.warn(f"avatar._C_{kind} is older than its sources in {CUDA_DIR}; using a JIT build "
+                      f"of the current sources instead ({FIX} to refresh it)", stacklevel=3)
     if not srcs:
         raise BackendUnavailable(f"avatar._C_{kind} is not built and its sources are missing; {FIX}")
     from torch.utils.cpp_extension import load as jit_load

@@ -9,23 +9,23 @@
   // exposed for tests and the curious
   const state = window.avatarState = {
     status: "idle", ready: null, frames: 0, drawn: 0, lastIndex: -1, outOfOrder: 0,
-    errors: [], ended: false, endInfo: null, latencyMs: [], audioSentS: 0,
+    errors: [], ended: false, endInfo: null, latencyMs: [], audioSentS: 0, skipped: 0,
   };
   let ctx = null, ws = null, node = null, source = null, sink = null, micStream = null;
-  let startAt = 0, syncDelay = 0, queue = [], sent = [], running = false, raf = 0, mode = "";
+  let startAt = 0, syncDelay = 0, queue = [], sent = [], running = false, streaming = false, raf = 0, mode = "";
 
   function setStatus(s) { state.status = s; $("status").textContent = s; }
   function stats() {
     const l = state.latencyMs.slice().sort((a, b) => a - b);
     const p50 = l.length ? l[Math.floor(l.length / 2)].toFixed(0) : "-";
-    $("stats").textContent = `frames ${state.frames}  drawn ${state.drawn}  latency p50 ${p50} ms`;
+    $("stats").textContent = `frames ${state.frames}  skipped ${state.skipped}  drawn ${state.drawn}  latency p50 ${p50} ms`;
   }
 
   function stop() {
     running = false;
     if (source) { try { source.disconnect(); if (source.stop) source.stop(); } catch (e) {} }
     if (micStream) micStream.getTracks().forEach((t) => t.stop());
-    if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "stop" }));
+    if (node && streaming) node.port.postMessage("flush");  // the worklet answers "flushed" -> "stop"
     source = null; micStream = null;
     $("stop").disabled = true;
   }
@@ -37,6 +37,9 @@
         state.ready = msg;
         const c = $("view");
         c.width = msg.width; c.height = msg.height;
+      } else if (msg.type === "skipped") {  // realtime mode: rendering lagged, these frames won't come
+        state.skipped += msg.frames.length;
+        state.lastIndex = Math.max(state.lastIndex, ...msg.frames);
       } else if (msg.type === "error") {
         state.errors.push(msg);
         setStatus(`server error (${msg.code}): ${msg.message}`);
@@ -82,8 +85,10 @@
 
   async function begin(kind, fileUrl) {
     stop();
+    streaming = false;
+    if (node) { node.port.onmessage = null; node.disconnect(); node = null; }
     state.frames = 0; state.drawn = 0; state.lastIndex = -1; state.outOfOrder = 0; state.errors = [];
-    state.ended = false; state.latencyMs = []; state.audioSentS = 0; queue = []; sent = [];
+    state.ended = false; state.latencyMs = []; state.audioSentS = 0; state.skipped = 0; queue = []; sent = [];
     mode = kind;
     setStatus("connecting…");
     if (!ctx) {
@@ -97,12 +102,21 @@
     await new Promise((ok, fail) => { ws.onopen = ok; ws.onerror = () => fail(new Error("cannot connect to the server")); });
     ws.onmessage = onMessage;
     ws.onclose = (e) => { if (!state.ended && e.code !== 1000) setStatus(`disconnected (${e.code}) ${e.reason}`); };
-    ws.send(JSON.stringify({ type: "start", sample_rate: ctx.sampleRate, format: "f32", stereo: $("stereo").checked }));
+    // realtime: the server skips frames rather than fall behind the live audio
+    ws.send(JSON.stringify({ type: "start", sample_rate: ctx.sampleRate, format: "f32",
+                             stereo: $("stereo").checked, realtime: params.get("realtime") !== "0" }));
     node = new AudioWorkletNode(ctx, "capture");
     sink = ctx.createGain(); sink.gain.value = 0;  // keeps the worklet pulled without playing it
     node.connect(sink).connect(ctx.destination);
+    const sock = ws;
+    streaming = true;
     node.port.onmessage = (e) => {
-      if (!running || ws.readyState !== WebSocket.OPEN) return;
+      if (sock !== ws || sock.readyState !== WebSocket.OPEN || !streaming) return;
+      if (e.data === "flushed") {
+        streaming = false;
+        sock.send(JSON.stringify({ type: "stop" }));
+        return;
+      }
       ws.send(e.data.buffer);
       state.audioSentS += e.data.length / ctx.sampleRate;
       sent.push({ until: state.audioSentS, at: performance.now() });

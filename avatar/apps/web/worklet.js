@@ -5,6 +5,14 @@ class Capture extends AudioWorkletProcessor {
     this.block = Math.round(sampleRate * 0.02);
     this.buf = new Float32Array(this.block);
     this.n = 0;
+    // "flush": send what is buffered (the end of a stream), then "flushed"
+    this.port.onmessage = (e) => {
+      if (e.data === "flush") {
+        if (this.n) this.port.postMessage(this.buf.slice(0, this.n));
+        this.n = 0;
+        this.port.postMessage("flushed");
+      }
+    };
   }
   process(inputs) {
     const input = inputs[0];

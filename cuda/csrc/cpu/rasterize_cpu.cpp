@@ -33,11 +33,14 @@ static int thread_id() {
 #endif
 }
 
-// A tile's splats copied contiguously (the tile's 256 pixels all walk this list).
+// A tile's splats copied contiguously, with the pixel box outside which the splat is skipped at
+// every pixel (sigma > sigma_cut there, so alpha < 1/255): lets the tile loops visit only the
+// pixels a splat can touch, in splat-major order, without changing any per-pixel result.
 struct PackedSplat {
     float mx, my, conic[3], opacity;
     float sigma_cut;    // sigma above which alpha < 1/255 for sure: skip without expf
     int32_t n;
+    int32_t x0, x1, y0, y1;   // inclusive pixel box (image coordinates), may be empty
 };
 
 static void pack_tile(const int32_t* ids, int32_t s, int32_t e, const float* m2, const float* con,
@@ -54,6 +57,24 @@ static void pack_tile(const int32_t* ids, int32_t s, int32_t e, const float* m2,
         p.opacity = op[n];
         p.sigma_cut = splat_sigma_cutoff(op[n]);
         p.n = n;
+        // sigma = 0.5 d^T Q d <= cut  =>  |dx| <= sqrt(2 cut (Q^-1)_xx), |dy| <= sqrt(2 cut (Q^-1)_yy)
+        const double A = p.conic[0], B = p.conic[1], C = p.conic[2];
+        const double det = A * C - B * B;
+        if (p.sigma_cut < 0.f) {
+            p.x0 = p.y0 = 1;
+            p.x1 = p.y1 = 0;
+        } else if (det > 0.0 && A > 0.0 && C > 0.0) {
+            const double hx = std::sqrt(2.0 * p.sigma_cut * C / det) * 1.001 + 1.0;
+            const double hy = std::sqrt(2.0 * p.sigma_cut * A / det) * 1.001 + 1.0;
+            // pixel x has its centre at x + 0.5
+            p.x0 = (int32_t)std::max(-1.0, std::floor(p.mx - hx - 0.5));
+            p.x1 = (int32_t)std::min(2e9, std::ceil(p.mx + hx - 0.5));
+            p.y0 = (int32_t)std::max(-1.0, std::floor(p.my - hy - 0.5));
+            p.y1 = (int32_t)std::min(2e9, std::ceil(p.my + hy - 0.5));
+        } else {   // numerically degenerate conic: no box, test every pixel
+            p.x0 = p.y0 = -1;
+            p.x1 = p.y1 = 2000000000;
+        }
     }
 }
 
@@ -194,41 +215,62 @@ void raster_forward(int I, int N, int D, int width, int height, const float* mea
         float* img = render + (int64_t)i * HW * D;
 #pragma omp parallel
         {
-            std::vector<float> acc(D);
             std::vector<PackedSplat> pk;
+            std::vector<float> acc(TILE * TILE * D), Tr(TILE * TILE);
+            std::vector<int32_t> consumed(TILE * TILE);
+            std::vector<uint8_t> alive(TILE * TILE);
 #pragma omp for schedule(dynamic, 1)
             for (int t = 0; t < T; ++t) {
                 const int tx = t % tiles_x, ty = t / tiles_x;
+                const int X0 = tx * TILE, Y0 = ty * TILE;
+                const int tw = std::min(TILE, width - X0), th = std::min(TILE, height - Y0);
                 const int32_t s = offs[t], e = offs[t + 1];
                 pack_tile(ids, s, e, m2, con, op, pk);
-                const int32_t cnt = e - s;
-                for (int py = ty * TILE; py < std::min(height, (ty + 1) * TILE); ++py) {
-                    for (int px = tx * TILE; px < std::min(width, (tx + 1) * TILE); ++px) {
-                        const float fx = (float)px + 0.5f, fy = (float)py + 0.5f;
-                        float Tr = 1.f;
-                        int32_t consumed = 0;
-                        std::fill(acc.begin(), acc.end(), 0.f);
-                        for (int32_t j = 0; j < cnt; ++j) {
-                            const PackedSplat& p = pk[j];
+                std::fill(acc.begin(), acc.end(), 0.f);
+                std::fill(Tr.begin(), Tr.end(), 1.f);
+                std::fill(consumed.begin(), consumed.end(), 0);
+                std::fill(alive.begin(), alive.end(), 1);
+                int n_alive = tw * th;
+                // splat-major, each pixel still sees the splats front to back: identical to the
+                // per-pixel loop "for splat in order: skip / stop / blend"
+                for (int32_t j = 0; j < e - s && n_alive > 0; ++j) {
+                    const PackedSplat& p = pk[j];
+                    const int c0 = std::max(p.x0 - X0, 0), c1 = std::min(p.x1 - X0, tw - 1);
+                    const int r0 = std::max(p.y0 - Y0, 0), r1 = std::min(p.y1 - Y0, th - 1);
+                    const float* f = feat + (int64_t)D * p.n;
+                    for (int r = r0; r <= r1; ++r) {
+                        const float fy = (float)(Y0 + r) + 0.5f;
+                        for (int c = c0; c <= c1; ++c) {
+                            const int q = r * TILE + c;
+                            if (!alive[q]) continue;
+                            const float fx = (float)(X0 + c) + 0.5f;
                             const float dx = p.mx - fx, dy = p.my - fy;
                             const float sigma = splat_sigma(p.conic, dx, dy);
                             if (sigma > p.sigma_cut) continue;
                             float alpha, raw;
                             if (!splat_alpha(p.opacity, sigma, &alpha, &raw)) continue;
-                            const float next_T = Tr * (1.f - alpha);
-                            if (next_T <= T_MIN) break;
-                            const float w = alpha * Tr;
-                            const float* f = feat + (int64_t)D * p.n;
-                            for (int d = 0; d < D; ++d) acc[d] += w * f[d];
-                            Tr = next_T;
-                            consumed = j + 1;
+                            const float next_T = Tr[q] * (1.f - alpha);
+                            if (next_T <= T_MIN) {       // this pixel is done; the splat is not blended
+                                alive[q] = 0;
+                                --n_alive;
+                                continue;
+                            }
+                            const float w = alpha * Tr[q];
+                            float* a = acc.data() + (size_t)q * D;
+                            for (int d = 0; d < D; ++d) a[d] += w * f[d];
+                            Tr[q] = next_T;
+                            consumed[q] = j + 1;
                         }
-                        const int64_t pix = (int64_t)py * width + px;
-                        for (int d = 0; d < D; ++d) img[pix * D + d] = acc[d];
-                        alphas[(int64_t)i * HW + pix] = 1.f - Tr;
-                        last[(int64_t)i * HW + pix] = consumed;
                     }
                 }
+                for (int r = 0; r < th; ++r)
+                    for (int c = 0; c < tw; ++c) {
+                        const int q = r * TILE + c;
+                        const int64_t pix = (int64_t)(Y0 + r) * width + (X0 + c);
+                        for (int d = 0; d < D; ++d) img[pix * D + d] = acc[(size_t)q * D + d];
+                        alphas[(int64_t)i * HW + pix] = 1.f - Tr[q];
+                        last[(int64_t)i * HW + pix] = consumed[q];
+                    }
             }
         }
     }
@@ -257,49 +299,71 @@ void raster_backward(int I, int N, int D, int width, int height, const float* me
 #pragma omp parallel num_threads(nthreads)
         {
             float* mine = buf.data() + (size_t)thread_id() * N * stride;
-            std::vector<float> S(D);
             std::vector<PackedSplat> pk;
+            std::vector<float> S(TILE * TILE * D), Tr(TILE * TILE), Tfin(TILE * TILE), vA(TILE * TILE);
+            std::vector<int32_t> lastq(TILE * TILE);
+            std::vector<float> g(stride);
 #pragma omp for schedule(dynamic, 1)
             for (int t = 0; t < T; ++t) {
                 const int tx = t % tiles_x, ty = t / tiles_x;
+                const int X0 = tx * TILE, Y0 = ty * TILE;
+                const int tw = std::min(TILE, width - X0), th = std::min(TILE, height - Y0);
                 const int32_t s = offs[t];
-                pack_tile(tile_ids, s, offs[t + 1], m2, con, op, pk);
-                for (int py = ty * TILE; py < std::min(height, (ty + 1) * TILE); ++py) {
-                    for (int px = tx * TILE; px < std::min(width, (tx + 1) * TILE); ++px) {
-                        const int64_t pix = (int64_t)py * width + px;
-                        const int32_t cnt = last[(int64_t)i * HW + pix];
-                        if (cnt == 0) continue;
-                        const float fx = (float)px + 0.5f, fy = (float)py + 0.5f;
-                        const float T_final = 1.f - alphas[(int64_t)i * HW + pix];
-                        const float* vC = vimg + pix * D;
-                        const float vA = v_alphas[(int64_t)i * HW + pix];
-                        // C = sum_i f_i a_i T_i, A = 1 - prod(1 - a_i); walk back to front:
-                        // dC/da_i = f_i T_i - S_i / (1 - a_i), S_i = sum_{j>i} f_j a_j T_j,
-                        // dA/da_i = T_final / (1 - a_i).
-                        float Tr = T_final;
-                        std::fill(S.begin(), S.end(), 0.f);
-                        for (int32_t j = cnt - 1; j >= 0; --j) {
-                            const PackedSplat& p = pk[j];
-                            const int32_t n = p.n;
+                int32_t max_last = 0;
+                for (int r = 0; r < th; ++r)
+                    for (int c = 0; c < tw; ++c) {
+                        const int q = r * TILE + c;
+                        const int64_t pix = (int64_t)i * HW + (int64_t)(Y0 + r) * width + (X0 + c);
+                        lastq[q] = last[pix];
+                        Tfin[q] = 1.f - alphas[pix];
+                        Tr[q] = Tfin[q];
+                        vA[q] = v_alphas[pix];
+                        max_last = std::max(max_last, lastq[q]);
+                    }
+                if (max_last == 0) continue;
+                pack_tile(tile_ids, s, s + max_last, m2, con, op, pk);
+                std::fill(S.begin(), S.end(), 0.f);
+                // C = sum_i f_i a_i T_i, A = 1 - prod(1 - a_i); per pixel, back to front:
+                // dC/da_i = f_i T_i - S_i / (1 - a_i), S_i = sum_{j>i} f_j a_j T_j,
+                // dA/da_i = T_final / (1 - a_i).
+                for (int32_t j = max_last - 1; j >= 0; --j) {
+                    const PackedSplat& p = pk[j];
+                    const int c0 = std::max(p.x0 - X0, 0), c1 = std::min(p.x1 - X0, tw - 1);
+                    const int r0 = std::max(p.y0 - Y0, 0), r1 = std::min(p.y1 - Y0, th - 1);
+                    if (c0 > c1 || r0 > r1) continue;
+                    const float* f = feat + (int64_t)D * p.n;
+                    std::fill(g.begin(), g.end(), 0.f);
+                    bool touched = false;
+                    for (int r = r0; r <= r1; ++r) {
+                        const float fy = (float)(Y0 + r) + 0.5f;
+                        for (int c = c0; c <= c1; ++c) {
+                            const int q = r * TILE + c;
+                            if (j >= lastq[q]) continue;
+                            const float fx = (float)(X0 + c) + 0.5f;
                             const float dx = p.mx - fx, dy = p.my - fy;
                             const float sigma = splat_sigma(p.conic, dx, dy);
                             if (sigma > p.sigma_cut) continue;
                             float alpha, raw;
                             if (!splat_alpha(p.opacity, sigma, &alpha, &raw)) continue;
+                            touched = true;
                             const float om = 1.f - alpha;
-                            Tr = Tr / om;                 // transmittance in front of splat n
-                            const float w = alpha * Tr;
-                            const float* f = feat + (int64_t)D * n;
-                            float* r = mine + (size_t)n * stride;
-                            float v_alpha = vA * T_final / om;
+                            Tr[q] = Tr[q] / om;                  // transmittance in front of the splat
+                            const float w = alpha * Tr[q];
+                            const float* vC = vimg + ((int64_t)(Y0 + r) * width + (X0 + c)) * D;
+                            float* Sq = S.data() + (size_t)q * D;
+                            float v_alpha = vA[q] * Tfin[q] / om;
                             for (int d = 0; d < D; ++d) {
-                                v_alpha += vC[d] * (f[d] * Tr - S[d] / om);
-                                r[6 + d] += w * vC[d];
-                                S[d] += f[d] * w;
+                                v_alpha += vC[d] * (f[d] * Tr[q] - Sq[d] / om);
+                                g[6 + d] += w * vC[d];
+                                Sq[d] += f[d] * w;
                             }
                             splat_alpha_backward(p.opacity, p.conic, dx, dy, sigma, raw, alpha, v_alpha,
-                                                 r, r + 2, r + 5);
+                                                 g.data(), g.data() + 2, g.data() + 5);
                         }
+                    }
+                    if (touched) {
+                        float* rec = mine + (size_t)p.n * stride;
+                        for (int k = 0; k < stride; ++k) rec[k] += g[k];
                     }
                 }
             }
