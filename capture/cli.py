@@ -43,6 +43,15 @@ class Capture:
         except CaptureError as e:
             print(f"avatar capture: error: {e}")
             return 2
+        summary = self.out / "report" / "summary.json"
+        if summary.is_file():
+            import json
+
+            s = json.loads(summary.read_text())
+            print(f"[capture] {s['frames_kept']} frames kept, {s['frames_dropped']} dropped (landmark coverage "
+                  f"{s['landmark_coverage']:.1%}), {len(s['warnings'])} warning(s); report: {summary.parent}")
+            for w in s["warnings"]:
+                print(f"[capture]   - {w}")
         print(f"[capture] dataset written to {self.out}")
         return 0
 

@@ -57,6 +57,20 @@ def _frame_list(folder: Path) -> List[Path]:
     return files
 
 
+def _chunks(items: np.ndarray, parts: int) -> List[np.ndarray]:
+    """Split into at most `parts` contiguous, non-empty chunks."""
+    parts = max(1, min(parts, len(items)))
+    return [c for c in np.array_split(np.asarray(items), parts) if len(c)]
+
+
+def _run_chunks(fn, chunks: List[np.ndarray]) -> List:
+    """fn(chunk) for each chunk on its own thread (mediapipe graphs release the GIL while they run)."""
+    if len(chunks) <= 1:
+        return [fn(c) for c in chunks]
+    with ThreadPoolExecutor(len(chunks)) as pool:
+        return list(pool.map(fn, chunks))
+
+
 def _npz(path: Path, stage: str) -> Dict[str, np.ndarray]:
     if not path.is_file():
         raise CaptureError(f"{path}: missing output of stage '{stage}' (rerun with --from {stage})")
@@ -262,8 +276,9 @@ def stage_audio(ctx: Context) -> Dict:
 
 # ------------------------------------------------------------------------------------------ faces
 def stage_faces(ctx: Context) -> Dict:
-    """Run the landmark backend on every working frame (a fresh backend per source clip, so
-    tracking state never crosses a cut); keep every face it finds."""
+    """Run the landmark backend on every working frame; keep every face it finds. Each source clip
+    is split into `threads` contiguous chunks, each with its own backend instance on its own thread
+    (tracking state never crosses a cut; select_track joins the chunks by overlap)."""
     from .landmarks import make_backend
 
     cfg = ctx.cfg
@@ -278,18 +293,23 @@ def stage_faces(ctx: Context) -> Dict:
         for src, part in zip(st["sources"], per_stream[str(cam)]["sources"]):
             sp = Path(src["path"])
             known = cfg.known_landmarks or (sp / "ground_truth.npz" if sp.is_dir() else sp.parent / "ground_truth.npz")
-            be = make_backend(cfg.backend, max_faces=cfg.max_faces, min_confidence=cfg.min_detection_confidence,
-                              known_path=known, src_fps=src.get("fps") or cfg.fps, out_fps=cfg.fps,
-                              src_size=src["display_size"], work_size=st["work_size"])
             first, count = part["first"], part["count"]
-            with ThreadPoolExecutor(2) as pool:
-                imgs = pool.map(read_rgb, (_frame_path(ctx, cam, n) for n in range(first, first + count)))
-                for j, img in enumerate(imgs):
-                    found = be(img, j)[:K]
-                    counts[first + j] = len(found)
-                    for k, lm in enumerate(found):
-                        faces[first + j, k] = lm
-            be.close()
+
+            def work(chunk, src=src, known=known, first=first):
+                # one backend per chunk: a model instance per thread, tracking restarts at the chunk start
+                be = make_backend(cfg.backend, max_faces=cfg.max_faces, min_confidence=cfg.min_detection_confidence,
+                                  known_path=known, src_fps=src.get("fps") or cfg.fps, out_fps=cfg.fps,
+                                  src_size=src["display_size"], work_size=st["work_size"])
+                try:
+                    for n in chunk:
+                        found = be(read_rgb(_frame_path(ctx, cam, int(n))), int(n) - first)[:K]
+                        counts[n] = len(found)
+                        for k, lm in enumerate(found):
+                            faces[n, k] = lm
+                finally:
+                    be.close()
+
+            _run_chunks(work, _chunks(np.arange(first, first + count), cfg.threads))
         _save_npz(ctx.work / f"faces_c{cam}.npz", faces=faces, counts=counts)
         out[str(cam)] = {"frames": N, "with_face": int((counts > 0).sum()), "max_faces_seen": int(counts.max())}
         ctx.log(f"[capture] faces: camera {cam}: a face in {(counts > 0).sum()}/{N} frames ({cfg.backend})")
@@ -411,21 +431,20 @@ def stage_masks(ctx: Context) -> Dict:
         L = _landmarks(ctx, cam)
         idx = np.flatnonzero(L["valid"])
         (ctx.work / "masks" / f"c{cam}").mkdir(parents=True)
-        seg = PersonSegmenter()
-        fg = []
-        with ThreadPoolExecutor(max(1, cfg.threads)) as pool:
-            imgs = pool.map(read_rgb, (_frame_path(ctx, cam, int(n)) for n in idx))
-            futs = []
-            for n, img in zip(idx, imgs):
-                person = seg(img) > cfg.seg_threshold
-                m = label_mask(person, L["landmarks2d"][n])
-                fg.append(float(person.mean()))
-                futs.append(pool.submit(_write_img, _mask_path(ctx, cam, int(n)), m, "png"))
-                if len(futs) > 16:
-                    futs.pop(0).result()
-            for f in futs:
-                f.result()
-        seg.close()
+        fg = np.zeros(len(idx))
+
+        def work(chunk, cam=cam, L=L):
+            seg = PersonSegmenter()   # one model instance per thread
+            try:
+                for k in chunk:
+                    n = int(idx[k])
+                    person = seg(read_rgb(_frame_path(ctx, cam, n))) > cfg.seg_threshold
+                    fg[k] = person.mean()
+                    _write_img(_mask_path(ctx, cam, n), label_mask(person, L["landmarks2d"][n]), "png")
+            finally:
+                seg.close()
+
+        _run_chunks(work, _chunks(np.arange(len(idx)), cfg.threads))
         out[str(cam)] = {"frames": int(len(idx)), "mean_person_fraction": round(float(np.mean(fg)), 4)}
     return {"streams": out}
 

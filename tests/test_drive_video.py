@@ -185,3 +185,59 @@ def test_drive_errors_are_clear(ckpt, tmp_path):
     with pytest.raises(CheckpointError, match="junk.pt"):
         Drive(str(tmp_path / "junk.pt"), tmp_path / "a.wav", out=tmp_path / "o.mp4").run()
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_drive_with_a_motion_prior_feeds_motion_codes_and_blinks(tmp_path):
+    """--prior: motion codes (and blinks) predicted from the audio reach the deformation."""
+    import dataclasses
+
+    import torch
+
+    from avatar.audio.features import AudioFeatureConfig
+    from avatar.data.face_model import CANONICAL
+    from avatar.media.audio import save_wav
+    from avatar.model.avatar import AvatarModel
+    from avatar.model.config import GaussianConfig, ModelConfig
+    from avatar.model.gaussians import init_gaussians
+    from avatar.model.motion_prior import MotionPrior
+    from avatar.model.motion_prior_config import MotionPriorConfig
+    from avatar.model.motion_space_pca import MotionPCA
+
+    torch.manual_seed(0)
+    space = {"kind": "test", "version": 1, "indices": [1, 2, 3]}
+    M = 7
+    pcfg = MotionPriorConfig(audio_dim=32, pitch_dim=3, code_dim=M, d_model=32, num_layers=1, num_heads=4,
+                             past_frames=6, lookahead_frames=2, conv_kernel=5, style_tokens=2, style_layers=1,
+                             dropout=0.0)
+    pca = MotionPCA.fit(torch.randn(200, M) @ torch.randn(M, M), 0.0)
+    pcfg = dataclasses.replace(pcfg, code_dim=pca.latent_dim)
+    prior = MotionPrior(pcfg, pca, space, AudioFeatureConfig().to_dict(), torch.zeros(32), torch.ones(32),
+                        torch.zeros(3), torch.ones(3), torch.zeros(6), torch.ones(6))
+    for f in prior.net.film:
+        torch.nn.init.normal_(f.weight, std=0.5)
+    prior.save(tmp_path / "prior.pt")
+
+    cfg = ModelConfig(gaussians=GaussianConfig(num_face=300, num_mouth=50, num_torso=50, init_scale=0.012,
+                                               init_opacity=0.8), motion_dim=M)
+    cfg.deform.use_motion = True
+    model = AvatarModel(cfg, init_gaussians(cfg.gaussians, CANONICAL), AudioFeatureConfig().to_dict(), space)
+    with torch.no_grad():
+        for net in (model.face_deform, model.mouth_deform):
+            net.head.weight.normal_(0, 0.3)
+    model.save(tmp_path / "m.pt", meta={"fps": 25.0, "width": 48, "height": 48})
+    t = np.arange(int(16000 * 0.6)) / 16000
+    save_wav(tmp_path / "a.wav", (0.3 * np.sin(2 * np.pi * 160 * t)).astype(np.float32), 16000)
+    off = dict(width=48, height=48, blink=BlinkConfig(enabled=False))
+    Drive(str(tmp_path / "m.pt"), tmp_path / "a.wav", out=tmp_path / "with.mp4", prior=tmp_path / "prior.pt", **off).run()
+    Drive(str(tmp_path / "m.pt"), tmp_path / "a.wav", out=tmp_path / "without.mp4", **off).run()
+    a, b = read(tmp_path / "with.mp4"), read(tmp_path / "without.mp4")
+    assert a.shape == b.shape == (15, 48, 48, 3)
+    assert np.abs(a.astype(int) - b).mean() > 0.5  # the predicted motion codes change the face
+    bad = dict(space, version=2)
+    model.motion_space = bad
+    model.save(tmp_path / "other.pt", meta={"fps": 25.0})
+    from avatar.model.motion_prior import PriorCheckpointError
+
+    with pytest.raises(PriorCheckpointError, match="motion-space"):
+        Drive(str(tmp_path / "other.pt"), tmp_path / "a.wav", out=tmp_path / "x.mp4", prior=tmp_path / "prior.pt",
+              **off).run()

@@ -104,6 +104,9 @@ def test_finetune_stores_the_persons_style(trained, tmp_path):
     explicit = predict_motion(ft_path, wav, FPS, 50, style=(ft.style_ref["audio"], ft.style_ref["motion"]))
     assert np.allclose(stored, explicit, atol=1e-6)
     assert not np.allclose(predict_motion(out, wav, FPS, 50), stored, atol=1e-4)   # weights changed
+    f, p = torch.randn(30, 32), torch.randn(30, 3)                         # the model API defaults the same way
+    assert torch.equal(ft.predict(f, p)["motion"], ft.predict(f, p, (ft.style_ref["audio"], ft.style_ref["motion"]))["motion"])
+    assert not torch.allclose(ft.predict(f, p)["motion"], ft.predict(f, p, use_stored_style=False)["motion"], atol=1e-5)
 
 
 def test_cli_parses():

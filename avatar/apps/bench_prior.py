@@ -12,9 +12,12 @@ test part (sum of squared code errors / sum of squared deviations of the ground 
     silence_to_speech_opening_ratio  mean mouth opening (clamped >= 0) predicted for silent audio
                                (digital zero and -60 dBFS noise; the worse is reported) over that for speech
 
-Data: `--synth-dir DIR` reads `avatar synth --identities N` folders (DIR/id_XX/ with audio.wav and
-ground_truth.npz; motion codes from the ground-truth landmarks3d through avatar.data.MotionSpace), or
-capture folders of them; without it, procedural identities (avatar.apps.prior_data.synthetic_identity).
+Data (`--data`): "synth" (default) reads `avatar synth --identities N` folders (SYNTH_DIR/id_XX/ with
+audio.wav and ground_truth.npz; motion codes from the ground-truth landmarks3d through
+avatar.data.MotionSpace with a neutral estimated per identity, as capture does; capture folders of
+them work too) and runs `avatar synth` in a subprocess to make them when SYNTH_DIR has none;
+"procedural" uses in-process identities (avatar.apps.prior_data.synthetic_identity: richer
+articulation - 8 vowels, labial consonants - and per-identity gains of opening/spreading/rounding).
 """
 from __future__ import annotations
 
@@ -22,10 +25,11 @@ import json
 import os
 import platform
 import sys
+import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Literal
 
 from avatar.apps.prior_config import PriorTrainConfig
 from avatar.model.motion_prior_config import MotionPriorConfig
@@ -46,15 +50,19 @@ class BenchPrior:
 
     out: Path = Path("benchmarks/results/prior.json")
     """Result JSON."""
-    synth_dir: Optional[Path] = None
-    """Folder of `avatar synth --identities N` outputs (id_XX/ subfolders) or capture folders; default:
-    procedural identities."""
+    data: Literal["synth", "procedural"] = "synth"
+    """Identities: `avatar synth --identities N` folders, or in-process procedural ones."""
+    synth_dir: Path = Path("outputs/prior_synth_ids")
+    """Folder of identity subfolders (id_XX/ from `avatar synth --identities N`, or capture folders);
+    made with `avatar synth` when it has none."""
     train_identities: int = 24
-    """Procedural identities the prior is trained on (ignored with synth_dir: all but the held-out ones)."""
+    """Identities the prior is trained on (synth: the first ones; synth_dir may hold more)."""
     heldout_identities: int = 6
-    """Identities held out for evaluation."""
-    seconds: float = 30.0
-    """Seconds of procedural audio per identity."""
+    """Identities held out for evaluation (the last ones)."""
+    seconds: float = 24.0
+    """Seconds of audio per identity (when generating)."""
+    synth_seed: int = 7
+    """`avatar synth --seed` when generating."""
     personal_seconds: float = 5.0
     """Seconds of the held-out person used as style reference / personal training data."""
     train: PriorTrainConfig = field(default_factory=_default_train)
@@ -65,6 +73,8 @@ class BenchPrior:
     """Training steps of the personal-only baseline."""
     finetune_steps: int = 100
     """Fine-tuning steps of the prior on the personal clip."""
+    media_dir: Path = Path(__file__).resolve().parents[2].parent / "shared" / "media"
+    """Real test media (audio/*.ogg|flac|mp3): real-speech opening and envelope correlation; skipped if absent."""
     threads: int = 2
     """torch CPU threads."""
     seed: int = 0
@@ -104,16 +114,38 @@ def _nmse(pred, gt) -> float:
     return float(((torch.as_tensor(pred) - gt) ** 2).sum() / ((gt - gt.mean(0)) ** 2).sum().clamp_min(1e-12))
 
 
+def _make_synth(b: BenchPrior, n: int) -> None:
+    """`avatar synth --identities n` into synth_dir (a subprocess: apps never import capture/)."""
+    cmd = [sys.executable, "-m", "avatar", "synth", "--identities", str(n), "--seconds", str(b.seconds),
+           "--width", "32", "--height", "32", "--spacing", "0.02", "--no-masks", "--seed", str(b.synth_seed),
+           "--overwrite", "--out", str(b.synth_dir)]
+    print(f"[bench prior] {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
+    try:
+        subprocess.run(cmd, check=True)
+    except subprocess.CalledProcessError as e:
+        raise RuntimeError(f"`avatar synth` failed ({e}); make the identities yourself with "
+                           f"`avatar synth --identities {n} --out {b.synth_dir}` or use --data procedural") from e
+
+
 def _load_identities(b: BenchPrior, acfg):
     from avatar.apps.prior_data import SYNTH_MOTION_SPACE, load_clip, synthetic_clip
 
-    if b.synth_dir is None:
-        n = b.train_identities + b.heldout_identities
+    n = b.train_identities + b.heldout_identities
+    if b.data == "procedural":
         clips = [synthetic_clip(b.seed * 10_000 + i, acfg, seconds=b.seconds) for i in range(n)]
         return clips[:b.train_identities], clips[b.train_identities:], SYNTH_MOTION_SPACE, "procedural"
-    dirs = sorted(p for p in Path(b.synth_dir).iterdir() if p.is_dir())
-    if len(dirs) < b.heldout_identities + 2:
-        raise ValueError(f"{b.synth_dir}: {len(dirs)} identity folders; need at least {b.heldout_identities + 2}")
+
+    def folders():
+        root = Path(b.synth_dir)
+        return sorted(p for p in root.iterdir() if p.is_dir() and ((p / "ground_truth.npz").is_file()
+                                                                    or (p / "transforms.json").is_file())) \
+            if root.is_dir() else []
+    if len(folders()) < n:
+        _make_synth(b, n)
+    dirs = folders()
+    if len(dirs) < n:
+        raise ValueError(f"{b.synth_dir}: {len(dirs)} identity folders; need {n}")
+    dirs = dirs[:b.train_identities] + dirs[-b.heldout_identities:]
     clips, space = [], None
     for d in dirs:
         c, ms = load_clip(d, acfg)
@@ -122,7 +154,45 @@ def _load_identities(b: BenchPrior, acfg):
         space = ms
         clips.append(c)
     src = clips[0].info.get("source", "?")
-    return clips[:-b.heldout_identities], clips[-b.heldout_identities:], space, f"synth_dir ({src}): {b.synth_dir}"
+    how = ("avatar synth --identities ground truth: landmarks3d -> avatar.data.MotionSpace (not through avatar "
+           "capture)" if src == "synth_ground_truth" else "capture folders (avatar capture of avatar synth videos)")
+    return clips[:-b.heldout_identities], clips[-b.heldout_identities:], space, f"{how}: {b.synth_dir}"
+
+
+def _real_audio(b: BenchPrior, prior, ref_clip, w_open, np_: int, acfg) -> Dict[str, Any]:
+    """Real recorded speech (several speakers and languages, no motion ground truth): the predicted
+    opening's correlation with the audio's RMS envelope (smoothed over 3 frames) and silence/speech
+    opening ratio, styled by the first held-out identity's reference."""
+    import numpy as np
+    import torch
+
+    from avatar.apps.prior_data import audio_clip_features
+
+    d = Path(b.media_dir) / "audio"
+    if not d.is_dir():
+        return {}
+    from avatar.media.audio import load_audio
+
+    fps = ref_clip.fps
+    style = (ref_clip.feats[:np_], ref_clip.motion[:np_])
+    zeros = np.zeros(int(10 * 16000), np.float32)
+    f0, p0 = audio_clip_features(zeros, fps, int(10 * fps), acfg)
+    sil = float((prior.predict(f0, p0, style)["motion"] @ w_open).clamp_min(0).mean())
+    out = {}
+    for path in sorted(d.iterdir()):
+        if path.suffix.lower() not in (".ogg", ".flac", ".mp3", ".wav"):
+            continue
+        wav = load_audio(path)
+        n = int(len(wav) / 16000 * fps)
+        feats, pitch = audio_clip_features(wav, fps, n, acfg)
+        op = (prior.predict(feats, pitch, style)["motion"] @ w_open).numpy()
+        hop = 16000 / fps
+        rms = np.array([np.sqrt(np.mean(wav[int(i * hop):int((i + 1) * hop)] ** 2) + 1e-12) for i in range(n)])
+        env = np.convolve(rms, np.ones(3) / 3, mode="same")
+        speech = float(np.clip(op, 0, None).mean())
+        out[path.name] = {"seconds": round(len(wav) / 16000, 2), "open_envelope_corr": float(np.corrcoef(op, env)[0, 1]),
+                          "mean_opening": speech, "silence_ratio": sil / max(speech, 1e-9)}
+    return out
 
 
 def run_bench(b: BenchPrior) -> Dict[str, Any]:
@@ -192,13 +262,15 @@ def run_bench(b: BenchPrior) -> Dict[str, Any]:
                        "ground_truth": float((gt @ w_open).clamp_min(0).mean())}
         gt_open, pr_open = (gt @ w_open).numpy(), (p_style @ w_open).numpy()
         per_id.append({
-            "identity": c.name, "style": c.info.get("style"), "test_frames": int(test.num_frames),
+            "identity": c.name, "style": c.info.get("style") or {k: v for k, v in c.info.items() if k.startswith("style")}, "test_frames": int(test.num_frames),
             "motion_err_prior_style": _nmse(p_style, gt), "motion_err_prior": _nmse(p_plain, gt),
             "motion_err_personal_only": _nmse(p_personal, gt), "motion_err_prior_finetuned": _nmse(p_ft, gt),
             "mouth_open_corr_prior_style": float(np.corrcoef(gt_open, pr_open)[0, 1]),
             "opening_silence": sil, "opening_speech": speech_open,
             "silence_to_speech_opening_ratio": max(sil["zeros_style"], sil["noise_-60dBFS_style"]) / max(speech_open["style"], 1e-9),
         })
+
+    real = _real_audio(b, prior, held[0], w_open, np_, acfg)
 
     def mean(k):
         return float(np.mean([r[k] for r in per_id]))
@@ -211,6 +283,9 @@ def run_bench(b: BenchPrior) -> Dict[str, Any]:
     summary["ordering_holds_per_identity"] = float(np.mean([
         r["motion_err_prior_style"] <= r["motion_err_prior"] <= r["motion_err_personal_only"] for r in per_id]))
     summary["silence_goal_met"] = bool(summary["silence_to_speech_opening_ratio"] <= 0.3)
+    if real:
+        summary["real_speech_open_envelope_corr"] = float(np.mean([r["open_envelope_corr"] for r in real.values()]))
+        summary["silence_to_real_speech_opening_ratio"] = float(np.mean([r["silence_ratio"] for r in real.values()]))
     import numpy
     return {
         "benchmark": "prior",
@@ -235,5 +310,6 @@ def run_bench(b: BenchPrior) -> Dict[str, Any]:
         "timing_s": {"prior_train": round(t_prior, 1), "personal_only_train_total": round(t_personal, 1),
                      "finetune_total": round(t_finetune, 1), "total": round(time.time() - t_start, 1)},
         "per_identity": per_id,
+        "real_speech": real,
         "summary": summary,
     }

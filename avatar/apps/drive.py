@@ -77,6 +77,9 @@ class Drive:
     """H.264 quality (lower = better, bigger)."""
     blink: BlinkConfig = field(default_factory=BlinkConfig)
     """Procedural blinks."""
+    prior: Optional[Path] = None
+    """Motion-prior checkpoint (`avatar prior train`): motion codes and blinks predicted from the
+    audio drive the avatar (instead of neutral motion and procedural blinks)."""
 
     def main(self) -> int:
         info = self.run()
@@ -85,7 +88,7 @@ class Drive:
         return 0
 
     # ------------------------------------------------------------------------------------------
-    def build_source(self, wav_len: int = 0):
+    def build_source(self, wav=None):
         """The FrameSource for these options (ViewConfig, pose, backdrop resolved)."""
         from avatar.apps import camera_path as cp
         from avatar.apps.runtime import (AvatarSource, Backdrop, DriveError, FixedPose, ProceduralHeadSource,
@@ -112,9 +115,19 @@ class Drive:
             pose = cp.load_camera_path(self.camera_path, fps)
         backdrop = self._backdrop(w, h)
         if procedural:
+            if self.prior is not None:
+                raise DriveError("--prior needs an avatar checkpoint (the procedural head has no motion codes)")
             return ProceduralHeadSource(view, fps, pose, backdrop, blink=self.blink)
+        motion_fn = blink_fn = None
+        if self.prior is not None:
+            from avatar.apps.runtime import prior_tracks
+
+            motion, blinks = prior_tracks(self.prior, wav, fps, avatar)
+            last = len(motion) - 1
+            motion_fn = lambda t: motion[min(t, last)]  # noqa: E731
+            blink_fn = lambda t: float(blinks[min(t, last)])  # noqa: E731
         return AvatarSource(avatar, view, fps=fps, pose=pose, backdrop=backdrop, blink=self.blink,
-                            streaming=False, batch=4)
+                            streaming=False, batch=4, motion_fn=motion_fn, blink_fn=blink_fn)
 
     def _backdrop(self, w: int, h: int):
         import numpy as np
@@ -154,7 +167,7 @@ class Drive:
         wav = load_audio(self.audio)  # [S] float32 16 kHz
         if len(wav) == 0:
             raise DriveError(f"--audio {self.audio}: no audio samples")
-        src = self.build_source(len(wav))
+        src = self.build_source(wav)
         n_total = num_frames(len(wav), src.fps)
         out = Path(self.out)
         if out.suffix.lower() != ".mp4":

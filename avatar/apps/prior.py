@@ -11,6 +11,7 @@ Data-parallel training: `torchrun --nproc_per_node 2 -m avatar prior train DIR .
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,8 @@ def _audio_cfg(d: Optional[Dict[str, Any]] = None, n_mels: Optional[int] = None)
 
 
 def _log(msg: str) -> None:
-    print(f"[prior] {msg}", file=sys.stderr, flush=True)
+    if os.environ.get("RANK", "0") == "0":   # one voice under torchrun
+        print(f"[prior] {msg}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -187,10 +189,7 @@ def predict_prior(prior_path, wav, fps: float, num_frames: int, style=None, use_
         raise ValueError(f"predict_motion: need num_frames >= 1 and fps > 0, got {num_frames}, {fps}")
     prior = load_prior(prior_path)
     feats, pitch = audio_clip_features(np.asarray(wav, np.float32), fps, int(num_frames), _audio_cfg(prior.audio_features))
-    st = _style_inputs(prior, style, fps)
-    if st is None and use_stored_style and prior.style_ref is not None and prior.cfg.style:
-        st = (prior.style_ref["audio"], prior.style_ref["motion"])
-    out = prior.predict(feats, pitch, st)
+    out = prior.predict(feats, pitch, _style_inputs(prior, style, fps), use_stored_style=use_stored_style)
     return {k: v.cpu().numpy().astype(np.float32) for k, v in out.items()}
 
 

@@ -710,14 +710,16 @@ class AvatarSource(StreamingSource):
     """FrameSource over a trained AvatarModel: per-frame log-mel features (streamed, identical to the
     offline features), audio windows of ±k frames, the model's audio encoder (causal look-ahead when
     the model was trained causal; otherwise the full k frames of look-ahead), deformation, render.
-    Blinks come from a BlinkSchedule, head pose from a PoseSource; motion codes are None (the
-    model's neutral) unless `motion_fn(t) -> [M]` is given."""
+    Blinks come from a BlinkSchedule (or `blink_fn(t)`), head pose from a PoseSource; motion codes
+    are None (the model's neutral) unless `motion_fn(t) -> [M]` is given (e.g. from the motion
+    prior, see `prior_tracks`)."""
 
     def __init__(self, avatar: "LoadedAvatar", view: Optional[ViewConfig] = None, *,
                  fps: Optional[float] = None, pose: Optional[PoseSource] = None,
                  backdrop: Optional[Backdrop] = None, blink: Optional[BlinkConfig] = None,
                  streaming: bool = True, batch: int = 1,
-                 motion_fn: Optional[Callable[[int], np.ndarray]] = None):
+                 motion_fn: Optional[Callable[[int], np.ndarray]] = None,
+                 blink_fn: Optional[Callable[[int], float]] = None):
         self.avatar = avatar
         self.model = avatar.model
         self.view = view or ViewConfig()
@@ -734,7 +736,7 @@ class AvatarSource(StreamingSource):
         k = int(a.window)
         lookahead = min(k, max(0, int(a.lookahead))) if a.causal else k
         self.pose = pose or FixedPose(avatar.camera())
-        self.blinks = BlinkSchedule(fps, blink)
+        self.blinks = blink_fn or BlinkSchedule(fps, blink)
         self.motion_fn = motion_fn
         super().__init__(cond, self._render, fps=fps, width=self.view.width, height=self.view.height,
                          views=2 if self.view.stereo else 1, window=k, lookahead=lookahead,
@@ -756,3 +758,25 @@ class AvatarSource(StreamingSource):
                 cols.append(c)
                 alps.append(a)
         return torch.stack(cols), torch.stack(alps)
+
+
+def prior_tracks(prior_path, wav: np.ndarray, fps: float, avatar: Optional["LoadedAvatar"] = None):
+    """Motion codes [F, M] and blinks [F] predicted from the audio by a generic motion prior
+    (avatar.model.motion_prior, offline: the whole audio at once). Checks that the prior's motion
+    space matches the avatar's when the avatar has one."""
+    import torch
+
+    from avatar.audio.features import AudioFeatureConfig, frame_features
+    from avatar.model.config import from_dict
+    from avatar.model.motion_prior import MotionPrior, frame_pitch
+
+    prior = MotionPrior.load(prior_path)
+    if avatar is not None and avatar.model.motion_space:
+        prior.check_motion_space(avatar.model.motion_space, source=avatar.path)
+    F = num_frames(len(wav), fps)
+    cfg = from_dict(AudioFeatureConfig, dict(prior.audio_features), "prior audio_features.")
+    feats = frame_features(wav, fps, F, cfg)
+    pitch = frame_pitch(wav, fps, F)
+    with torch.no_grad():
+        out = prior.predict(feats, pitch)
+    return out["motion"].cpu().numpy().astype(np.float32), out["blink"].cpu().numpy().astype(np.float32)

@@ -333,12 +333,15 @@ class MotionPrior(nn.Module):
 
     @torch.no_grad()
     def predict(self, feats: torch.Tensor, pitch: Optional[torch.Tensor],
-                style: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, chunk: int = 256
-                ) -> Dict[str, torch.Tensor]:
-        """One sequence: feats [T, Da], pitch [T, 3]; style (ref_feats [R, Da], ref_motion [R, M]) or None.
-        -> motion [T, M] codes, blink [T] in [0, 1], head_pose [T, 6] (rotvec, translation).
+                style: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, chunk: int = 256,
+                use_stored_style: bool = True) -> Dict[str, torch.Tensor]:
+        """One sequence: feats [T, Da], pitch [T, 3]; style (ref_feats [R, Da], ref_motion [R, M]) or None
+        (then the reference stored by `avatar prior finetune` when present and use_stored_style, else
+        no style). -> motion [T, M] codes, blink [T] in [0, 1], head_pose [T, 6] (rotvec, translation).
         Long inputs run in chunks with enough past context that the result equals a full pass."""
         self.eval()
+        if style is None and use_stored_style and self.style_ref is not None and self.cfg.style:
+            style = (self.style_ref["audio"], self.style_ref["motion"])
         dev = self.audio_mean.device
         feats = torch.as_tensor(feats, dtype=torch.float32, device=dev)
         pitch = None if pitch is None else torch.as_tensor(pitch, dtype=torch.float32, device=dev)
