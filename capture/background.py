@@ -1,5 +1,6 @@
 """Background plate: per-pixel temporal median of the pixels that are not the person, over a
-subset of frames; pixels never seen (always behind the person) are inpainted (Telea)."""
+subset of frames; pixels never seen (always behind the person) are filled smoothly from the
+seen ones (push-pull pyramid interpolation)."""
 from __future__ import annotations
 
 from typing import Iterable, Tuple
@@ -9,7 +10,8 @@ import numpy as np
 
 def background_plate(frames_masks: Iterable[Tuple[np.ndarray, np.ndarray]], dilate: int | None = None) -> Tuple[np.ndarray, float]:
     """frames_masks: (frame uint8 [H, W, 3], labels uint8 [H, W]) pairs -> (plate uint8 [H, W, 3],
-    fraction of pixels that had to be inpainted)."""
+    fraction of pixels never seen and filled). The person (labels > 0) is grown by `dilate` pixels
+    (default ~2% of the frame) before it is excluded."""
     import cv2
 
     stack, valid = [], []
@@ -53,7 +55,7 @@ def push_pull_fill(img: np.ndarray, weight: np.ndarray) -> np.ndarray:
 
     h, w = weight.shape
     if min(h, w) <= 1 or weight.min() > 0:
-        return img / np.maximum(weight, 1e-6)[..., None] if weight.min() > 0 else img
+        return img
     wi = img * weight[..., None]
     small_w = cv2.resize(weight, ((w + 1) // 2, (h + 1) // 2), interpolation=cv2.INTER_AREA)
     small_i = cv2.resize(wi, ((w + 1) // 2, (h + 1) // 2), interpolation=cv2.INTER_AREA)
@@ -63,5 +65,4 @@ def push_pull_fill(img: np.ndarray, weight: np.ndarray) -> np.ndarray:
     coarse = push_pull_fill(small, known.astype(np.float32))
     up = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR)
     up = cv2.GaussianBlur(up, (5, 5), 0)
-    k = weight[..., None]
-    return np.where(k > 0, img, up) if weight.max() <= 1 else up
+    return np.where(weight[..., None] > 0, img, up)

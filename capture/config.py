@@ -24,8 +24,11 @@ class CaptureConfig:
     work_max_size: int = 1280
     """Frames are decoded (by ffmpeg, so a 4K input never exists in memory at full size) so that
     their longer side is at most this many pixels; all analysis and cropping use these frames."""
-    work_format: Literal["jpg", "png"] = "jpg"
-    """Format of the decoded working frames (jpg q97: small and fast; png: lossless)."""
+    work_format: Literal["auto", "raw", "jpg", "png"] = "auto"
+    """Format of the decoded working frames in OUT/.capture: raw (uncompressed, no decode cost),
+    jpg (quality 97, 4:4:4), png (lossless); auto = raw when the stream fits in raw_max_gb, else jpg."""
+    raw_max_gb: float = 2.0
+    """Disk budget (GB) per stream for raw working frames under work_format auto."""
     backend: Literal["mediapipe", "face-alignment", "known"] = "mediapipe"
     """Landmark backend: mediapipe face mesh (478 points, weights in the wheel), face-alignment
     (optional package, 68 points fitted to the 478 topology), known (landmarks2d from a

@@ -31,7 +31,7 @@ DEPS: Dict[str, Sequence[str]] = {
 }
 FIELDS: Dict[str, Sequence[str]] = {
     "probe": ("fps", "work_max_size", "allow_no_audio"),
-    "frames": ("work_format",),
+    "frames": ("work_format", "raw_max_gb"),
     "audio": ("max_av_offset_s",),
     "faces": ("backend", "known_landmarks", "max_faces", "min_detection_confidence"),
     "landmarks": ("min_seconds", "long_loss_s"),

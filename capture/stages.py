@@ -27,8 +27,12 @@ def _frame_dir(ctx: Context, cam: int) -> Path:
     return ctx.work / "frames" / f"c{cam}"
 
 
-def _frame_path(ctx: Context, cam: int, n: int) -> Path:
-    return _frame_dir(ctx, cam) / f"{n:06d}.{ctx.cfg.work_format}"
+def _store(ctx: Context, cam: int):
+    """The working frames of camera `cam` (format and size recorded by the frames stage)."""
+    from .framestore import FrameStore
+
+    info = ctx.stage_info("frames")["streams"][str(cam)]
+    return FrameStore(_frame_dir(ctx, cam), info["format"], tuple(info["size"]))
 
 
 def _mask_path(ctx: Context, cam: int, n: int) -> Path:
@@ -40,7 +44,7 @@ def read_rgb(path: Path) -> np.ndarray:
 
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
-        raise CaptureError(f"{path}: unreadable working frame (rerun with --from frames)")
+        raise CaptureError(f"{path}: missing or unreadable image")
     return np.ascontiguousarray(img[..., ::-1])
 
 
@@ -158,6 +162,7 @@ def stage_frames(ctx: Context) -> Dict:
     import cv2
 
     from .decode import iter_frames
+    from .framestore import FrameStore, choose_format
     from .probe import MediaInfo
 
     cfg = ctx.cfg
@@ -166,13 +171,13 @@ def stage_frames(ctx: Context) -> Dict:
         shutil.rmtree(ctx.work / "frames")
     for st in _streams(ctx):
         cam = st["camera_id"]
-        d = _frame_dir(ctx, cam)
-        d.mkdir(parents=True)
         w, h = st["work_size"]
+        est = sum(src.get("num_frames", 0) / (src.get("fps") or cfg.fps) * cfg.fps for src in st["sources"])
+        fmt = choose_format(cfg.work_format, (w, h), est * 1.05 + 10, cfg.raw_max_gb * 1e9)
+        store = FrameStore(_frame_dir(ctx, cam), fmt, (w, h))
         n = 0
         per_source = []
-        with ThreadPoolExecutor(max(1, cfg.threads)) as pool:
-            futs = []
+        with store.writer(cfg.threads) as wr:
             for src in st["sources"]:
                 start = n
                 report: Dict = {}
@@ -183,10 +188,8 @@ def stage_frames(ctx: Context) -> Dict:
                     fields = {k: src[k] for k in MediaInfo.__dataclass_fields__}
                     frames = iter_frames(MediaInfo(**fields), cfg.fps, (w, h), threads=cfg.threads, report=report)
                 for img in frames:
-                    futs.append(pool.submit(_write_img, _frame_path(ctx, cam, n), img, cfg.work_format))
+                    wr.append(img)
                     n += 1
-                    if len(futs) > 16:
-                        futs.pop(0).result()
                 count = n - start
                 if src["kind"] == "video":
                     stream_s = src["num_frames"] / src["fps"] if src.get("fps") else src["duration"]
@@ -200,10 +203,8 @@ def stage_frames(ctx: Context) -> Dict:
                         ctx.warn(f"{src['path']}: decoded {count} frames, expected ~{expected:.0f} "
                                  f"(truncated or corrupt file?)")
                 per_source.append({"path": src["path"], "first": start, "count": count})
-            for f in futs:
-                f.result()
-        out[str(cam)] = {"num_frames": n, "sources": per_source}
-        ctx.log(f"[capture] frames: camera {cam}: {n} frames at {cfg.fps} fps, {w}x{h}")
+        out[str(cam)] = {"num_frames": n, "sources": per_source, "format": fmt, "size": [w, h]}
+        ctx.log(f"[capture] frames: camera {cam}: {n} frames at {cfg.fps} fps, {w}x{h} ({fmt})")
     return {"streams": out}
 
 
@@ -295,14 +296,16 @@ def stage_faces(ctx: Context) -> Dict:
             known = cfg.known_landmarks or (sp / "ground_truth.npz" if sp.is_dir() else sp.parent / "ground_truth.npz")
             first, count = part["first"], part["count"]
 
-            def work(chunk, src=src, known=known, first=first):
+            frames = _store(ctx, cam)
+
+            def work(chunk, src=src, known=known, first=first, frames=frames):
                 # one backend per chunk: a model instance per thread, tracking restarts at the chunk start
                 be = make_backend(cfg.backend, max_faces=cfg.max_faces, min_confidence=cfg.min_detection_confidence,
                                   known_path=known, src_fps=src.get("fps") or cfg.fps, out_fps=cfg.fps,
                                   src_size=src["display_size"], work_size=st["work_size"])
                 try:
                     for n in chunk:
-                        found = be(read_rgb(_frame_path(ctx, cam, int(n))), int(n) - first)[:K]
+                        found = be(frames.read(int(n)), int(n) - first)[:K]
                         counts[n] = len(found)
                         for k, lm in enumerate(found):
                             faces[n, k] = lm
@@ -432,13 +435,14 @@ def stage_masks(ctx: Context) -> Dict:
         idx = np.flatnonzero(L["valid"])
         (ctx.work / "masks" / f"c{cam}").mkdir(parents=True)
         fg = np.zeros(len(idx))
+        frames = _store(ctx, cam)
 
-        def work(chunk, cam=cam, L=L):
+        def work(chunk, cam=cam, L=L, frames=frames):
             seg = PersonSegmenter()   # one model instance per thread
             try:
                 for k in chunk:
                     n = int(idx[k])
-                    person = seg(read_rgb(_frame_path(ctx, cam, n))) > cfg.seg_threshold
+                    person = seg(frames.read(n)) > cfg.seg_threshold
                     fg[k] = person.mean()
                     _write_img(_mask_path(ctx, cam, n), label_mask(person, L["landmarks2d"][n]), "png")
             finally:
@@ -470,7 +474,8 @@ def stage_background(ctx: Context) -> Dict:
         idx = np.flatnonzero(_landmarks(ctx, cam)["valid"])
         k = min(len(idx), max(1, cfg.background_frames))
         pick = idx[np.linspace(0, len(idx) - 1, k).round().astype(int)]
-        pairs = ((read_rgb(_frame_path(ctx, cam, int(n))), _read_mask(_mask_path(ctx, cam, int(n)))) for n in pick)
+        frames = _store(ctx, cam)
+        pairs = ((frames.read(int(n)), _read_mask(_mask_path(ctx, cam, int(n)))) for n in pick)
         plate, holes = background_plate(pairs)
         _write_img(ctx.work / f"background_c{cam}.png", plate, "png")
         out[str(cam)] = {"frames_used": int(k), "inpainted_fraction": round(holes, 4)}
@@ -513,13 +518,14 @@ def stage_write(ctx: Context) -> Dict:
     streams = _streams(ctx)
     T = {st["camera_id"]: _npz(ctx.work / f"tracking_c{st['camera_id']}.npz", "tracking") for st in streams}
     L = {st["camera_id"]: _landmarks(ctx, st["camera_id"]) for st in streams}
+    stores = {st["camera_id"]: _store(ctx, st["camera_id"]) for st in streams}
     S = cfg.size
     tracks = {k: [] for k in ("landmarks2d", "landmarks3d", "motion", "blink", "mouth_open", "head_pose")}
 
     def load(e):
         n, cam = e
         box = T[cam]["boxes"][n]
-        img = crop_image(read_rgb(_frame_path(ctx, cam, n)), box, S)
+        img = crop_image(stores[cam].read(n), box, S)
         mask = crop_image(_read_mask(_mask_path(ctx, cam, n)), box, S, nearest=True)
         return img, mask
 

@@ -6,7 +6,7 @@ K in pixels of the working frames.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional
 
 import numpy as np
 

@@ -133,3 +133,23 @@ def test_containers_and_codecs(tmp_path, may, name, vcodec, codec):
     assert i.video_codec == codec and (i.width, i.height) == (128, 128)
     frames = list(iter_frames(i, 25, (64, 64)))
     assert len(frames) == 25 and frames[10].std() > 10
+
+
+@pytest.mark.parametrize("fmt", ["raw", "png", "jpg"])
+def test_frame_store_round_trip(tmp_path, fmt):
+    from capture.framestore import FrameStore, choose_format
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (6, 8, 3)).astype(np.uint8)
+    frames = [np.kron(base + k, np.ones((4, 4, 1), np.uint8)) for k in range(5)]   # smooth-ish 24x32
+    store = FrameStore(tmp_path / "f", fmt, (32, 24))
+    with store.writer() as w:
+        for f in frames:
+            w.append(f)
+    tol = {"raw": 0, "png": 0, "jpg": 3.0}[fmt]
+    for k in (0, 4, 2):
+        assert np.abs(store.read(k).astype(float) - frames[k]).mean() <= tol
+    with pytest.raises(CaptureError, match="rerun with --from frames"):
+        store.read(7)
+    assert choose_format("auto", (1280, 720), 100, 2e9) == "raw"
+    assert choose_format("auto", (1280, 720), 7500, 2e9) == "jpg"

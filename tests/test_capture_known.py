@@ -50,6 +50,7 @@ def test_face_loss_reported_and_dropped(tmp_path):
 def test_smooth_crop_and_concatenated_clips_are_consistent(tmp_path):
     v, poses = _clip(tmp_path / "a")
     capture([v, v], tmp_path / "out", backend="known", size=128, crop_mode="smooth", crop_scale=1.6, pose_smooth_sigma=0,
+            work_format="jpg",
             log=lambda m: None)
     ds = load_capture(tmp_path / "out")
     assert ds.num_frames == 2 * F and ds.frame_times.tolist() == list(range(2 * F))

@@ -193,3 +193,31 @@ def test_known_backend(tmp_path):
     out = kb(None, 5)  # output frame 5 at 25 fps = source frame 6 at 30 fps
     np.testing.assert_allclose(out[0], lm[6] * 0.5)
     assert kb(None, 40) == []
+
+
+def test_face_alignment_backend_fits_478_topology(tmp_path, monkeypatch):
+    """With its weights in the cache, the face-alignment backend's 68 points are carried onto the
+    478-point topology (a stand-in module replaces the optional package and its network)."""
+    import sys
+    import types
+
+    ckpt = tmp_path / "torch" / "hub" / "checkpoints"
+    ckpt.mkdir(parents=True)
+    for f in ("s3fd-619a316812.pth", "2DFAN4-cd938726ad.zip"):
+        (ckpt / f).write_bytes(b"x")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    truth = 900 * CANONICAL[:, :2] / (0.6 + CANONICAL[:, 2:]) + [320, 240]   # frontal, perspective
+
+    class FakeFA:
+        def __init__(self, *a, **k):
+            pass
+
+        def get_landmarks_from_image(self, img):
+            return [truth[IBUG68_TO_MP] - 0.5]      # FAN reports pixel-index coordinates
+
+    mod = types.SimpleNamespace(LandmarksType=types.SimpleNamespace(TWO_D=1), FaceAlignment=FakeFA)
+    monkeypatch.setitem(sys.modules, "face_alignment", mod)
+    lm = FaceAlignmentBackend()(np.zeros((480, 640, 3), np.uint8), 0)[0]
+    assert lm.shape == (478, 2)
+    np.testing.assert_allclose(lm[IBUG68_TO_MP], truth[IBUG68_TO_MP], atol=1e-3)
+    assert np.median(np.linalg.norm(lm - truth, axis=1)) < 3.0    # the other 410 points: affine fit

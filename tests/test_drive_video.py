@@ -241,3 +241,49 @@ def test_drive_with_a_motion_prior_feeds_motion_codes_and_blinks(tmp_path):
     with pytest.raises(PriorCheckpointError, match="motion-space"):
         Drive(str(tmp_path / "other.pt"), tmp_path / "a.wav", out=tmp_path / "x.mp4", prior=tmp_path / "prior.pt",
               **off).run()
+
+
+def test_drive_with_the_training_capture_clip_pose_plate_and_fps(ckpt, tmp_path):
+    """--data CAPTURE: the clip's cameras (ping-pong), its background plate, and its fps/camera
+    when the checkpoint's meta lacks them."""
+    import torch
+
+    from avatar.data import CaptureWriter, MotionSpace
+    from avatar.data.face_model import CANONICAL
+    from avatar.media.audio import save_wav
+    from avatar.media.ffmpeg import probe
+
+    F, H, W = 6, 40, 48
+    K = np.array([[60.0, 0, 24.0], [0, 60.0, 20.0], [0, 0, 1]])
+    plate = np.zeros((H, W, 3), np.uint8)
+    plate[..., 2] = 220  # blue
+    ms = MotionSpace()
+    lm = np.repeat(CANONICAL[None], F, 0)
+    poses = []
+    with CaptureWriter(tmp_path / "cap", fps=30.0) as w:
+        for i in range(F):
+            c2h = np.eye(4)
+            c2h[:3, 3] = [0.02 * i, 0.0, -0.6]  # camera-to-head: sliding sideways, looking at +z
+            poses.append(c2h)
+            w.add_frame(plate, np.zeros((H, W), np.uint8), K, c2h, time=i)
+        w.write_background(plate)
+        w.write_tracks(landmarks2d=np.zeros((F, 478, 2)), landmarks3d=lm, motion=ms.encode(lm, CANONICAL),
+                       blink=np.zeros(F), mouth_open=np.zeros(F), head_pose=np.stack(poses), neutral=CANONICAL)
+        w.close(motion_space=ms.to_dict())
+    d = torch.load(ckpt, weights_only=True)
+    d["meta"] = {}  # a checkpoint that records neither fps nor camera
+    torch.save(d, tmp_path / "nometa.pt")
+    save_wav(tmp_path / "a.wav", (0.2 * np.random.default_rng(0).standard_normal(8000)).astype(np.float32), 16000)
+    out = tmp_path / "clip.mp4"
+    Drive(str(tmp_path / "nometa.pt"), tmp_path / "a.wav", out=out, data=tmp_path / "cap", pose="clip",
+          background="plate", blink=BlinkConfig(enabled=False)).run()
+    fr = read(out)
+    assert fr.shape == (num_frames(8000, 30.0), H, W, 3) == (15, 40, 48, 3)  # the capture's fps and size
+    assert probe(out).video.fps == 30
+    assert fr[:, :3, :3, 2].mean() > 180 and fr[:, :3, :3, :2].mean() < 50  # its plate behind the head
+    # ping-pong over 6 poses: frames 0..5 slide one way, 5..10 back, frame 10 is at pose 0 again
+    def cx(img):
+        fg = np.abs(img.astype(int) - [0, 0, 220]).sum(-1) > 80
+        return np.nonzero(fg)[1].mean()
+    xs = [cx(fr[i]) for i in range(11)]
+    assert xs[0] > xs[5] + 3 and abs(xs[10] - xs[0]) < 1.5 and xs[5] < xs[8]

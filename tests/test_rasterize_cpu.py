@@ -56,7 +56,7 @@ CASES = [
 
 @pytest.mark.parametrize("batch,C,deg,with_bg,mode,rmode", CASES)
 def test_cpu_matches_torch(batch, C, deg, with_bg, mode, rmode):
-    W, H, N = 40, 34, 160
+    W, H, N = 36, 30, 140
     K = 0 if deg is None else (deg + 1) ** 2 + 1       # K > (deg+1)^2: extra coefficients are ignored
     g = gaussians(batch, N, K=K, D=3, seed=len(batch) * 10 + C + (deg or 0), spread=0.35, scale=0.03)
     vm, Ks = camera(C, W, H)
@@ -75,7 +75,7 @@ def test_cpu_matches_torch(batch, C, deg, with_bg, mode, rmode):
     torch.testing.assert_close(i1[..., :ncol], i0[..., :ncol], rtol=0, atol=2e-5)
     if mode != "RGB":
         torch.testing.assert_close(i1[..., ncol:], i0[..., ncol:], rtol=1e-5, atol=1e-4)
-    assert float(a0.detach().max()) > 0.8                         # opaque regions exercise T
+    assert float(a0.detach().max()) > 0.6                         # opaque regions exercise T
     for k in g0:
         if k == "colors" and mode in ("D", "ED"):
             assert g0[k] is None and g1[k] is None                 # colours are not rendered
@@ -127,3 +127,19 @@ def test_auto_prefers_cpu_for_float32_cpu_tensors():
     assert meta["backend"] == "torch"                              # native backends are float32
     with pytest.raises(ValueError, match="needs float32 CPU tensors"):
         rasterize(*(g[k].double() for k in NAMES), vm.double(), Ks.double(), 16, 16, backend="cpu")
+
+
+def test_camera_gradients_only_on_torch():
+    g = gaussians((), 8)
+    vm, Ks = camera(1, 16, 16)
+    vm.requires_grad_(True)
+    with pytest.raises(ValueError, match="does not differentiate w.r.t. cameras"):
+        rasterize(*(g[k] for k in NAMES), vm, Ks, 16, 16, backend="cpu")
+    with pytest.warns(UserWarning, match="torch reference"):
+        img, _, meta = rasterize(*(g[k] for k in NAMES), vm, Ks, 16, 16)
+    assert meta["backend"] == "torch"
+    img.sum().backward()
+    assert vm.grad is not None and torch.isfinite(vm.grad).all()
+    with torch.no_grad():                                            # no grad wanted: native is fine
+        _, _, meta = rasterize(*(g[k] for k in NAMES), vm, Ks, 16, 16)
+    assert meta["backend"] == "cpu"

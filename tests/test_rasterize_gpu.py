@@ -76,8 +76,10 @@ def test_cuda_matches_gsplat():
     i0, a0, m0, g0 = _run("gsplat", g, vm, Ks, W, H, bg, sh_degree=3, render_mode="RGB+ED")
     i1, a1, m1, g1 = _run("cuda", g, vm, Ks, W, H, bg, sh_degree=3, render_mode="RGB+ED")
     assert m0["backend"] == "gsplat"
-    torch.testing.assert_close(m1["means2d"], m0["means2d"], rtol=1e-4, atol=1e-3)
-    torch.testing.assert_close(m1["depths"], m0["depths"], rtol=1e-5, atol=1e-5)
+    vis = (m0["radii"] > 0) & (m1["radii"] > 0)             # culled entries are unspecified
+    assert int(vis.sum()) > N                                   # most of 2 x N are visible
+    torch.testing.assert_close(m1["means2d"][vis], m0["means2d"][vis], rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(m1["depths"][vis], m0["depths"][vis], rtol=1e-5, atol=1e-5)
     d = (i1[..., :3] - i0[..., :3]).abs()
     assert float(d.max()) < 2e-2 and float(d.mean()) < 1e-3
     assert float((a1 - a0).abs().mean()) < 1e-3

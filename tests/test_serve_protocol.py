@@ -289,3 +289,33 @@ def test_realtime_mode_skips_frames_when_rendering_lags_and_keeps_latency_bounde
         assert [f[0] for f in res2.frames] == list(range(n)) and not res2.skipped
         assert res2.latencies_ms().max() > lat.max()
     run_with_server(go, factory=slow_factory)
+
+
+def test_serve_command_starts_on_localhost_and_serves_the_page():
+    """`avatar serve procedural --port 0`: the Serve command itself (subprocess), on 127.0.0.1."""
+    import re
+    import subprocess
+    import sys
+    import urllib.request
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-c", "from avatar.apps.serve import Serve; "
+                             "Serve('procedural', port=0, width=64, height=64).main()"],
+                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = ""
+        for _ in range(50):
+            line = proc.stdout.readline()
+            if "http://" in line:
+                break
+        m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert m, line
+        port = int(m.group(1))
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as r:
+            assert json.loads(r.read())["ok"] is True
+        res = asyncio.run(stream_audio(f"ws://127.0.0.1:{port}/ws", tone(16000, 0.4), 16000))
+        assert [f[0] for f in res.frames] == list(range(10))
+    finally:
+        proc.terminate()
+        proc.wait(10)

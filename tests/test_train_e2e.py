@@ -38,6 +38,15 @@ def test_tiny_training_loss_falls_and_psnr_rises(tmp_path):
     assert len(list((tmp_path / "checkpoints").glob("step_*.pt"))) <= cfg.keep_checkpoints
     m = AvatarModel.load(path)
     assert len(m.gaussians) == int(hist[-1]["num_gaussians"]) and len(m.gaussians) > 580  # densified
+    # the benchmark's contact sheet and dark-pixel threshold work on a trained run
+    import cv2
+
+    from avatar.apps.bench_train import BenchTrain
+
+    BenchTrain._contact_sheet({"dynamic": tr, "static": tr}, tmp_path / "sheet.png", n=3)
+    assert cv2.imread(str(tmp_path / "sheet.png")).shape == (3 * 48, 3 * 48, 3)
+    thr = BenchTrain._dark_threshold(tr.data)
+    assert 0.05 < thr < 0.5
 
 
 def _small(**kw):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -44,6 +43,9 @@ class BenchDrive:
     """Frame size of the latency case."""
     backend: str = "auto"
     """Rasterizer backend."""
+    threads: Optional[int] = None
+    """torch intra-op threads (default: torch's choice). On a CPU shared with other jobs, 1 avoids
+    oversubscription (measured here: 5-50x slower small ops with 2 threads under load 9 on 2 cores)."""
     out: Path = Path("benchmarks/results/drive.json")
     """Where the JSON goes."""
 
@@ -67,7 +69,8 @@ def _device(dev: str) -> Dict[str, Any]:
     import torch
 
     d = {"kind": dev, "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-         "torch_threads": torch.get_num_threads()}
+         "torch_threads": torch.get_num_threads(),
+         "load_average_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
     if dev == "cuda":
         d["gpu"] = torch.cuda.get_device_name(0)
     return d
@@ -117,6 +120,41 @@ def _throughput(avatar, wav, size: int, stereo: bool, backend: str, seconds: flo
     return {"size": size, "stereo": stereo, "frames": n, "seconds": dt, "fps": n / dt}
 
 
+def _breakdown(avatar, wav, size: int, backend: str, frames: int = 20) -> Dict[str, Any]:
+    """Milliseconds per frame of each stage (mono), to see where the time goes."""
+    import numpy as np
+    import torch
+
+    from avatar.apps.camera_path import FixedPose
+    from avatar.apps.runtime import StreamingMelFeatures, ViewConfig, audio_feature_config, cameras_for
+    from avatar.audio.features import feature_windows
+
+    m = avatar.model
+    seg = wav[: int(frames / avatar.fps * 16000) + 1]
+    t0 = time.perf_counter()
+    s = StreamingMelFeatures(avatar.fps, audio_feature_config(m))
+    rows = s.push(seg) + s.finish()
+    t_feat = time.perf_counter() - t0
+    wins = feature_windows(torch.from_numpy(np.stack(rows)), m.window)  # [F, 2k+1, D]
+    V, K = cameras_for(FixedPose(avatar.camera()), 0, ViewConfig(size, size))
+    V, K = torch.from_numpy(V), torch.from_numpy(K)
+    n = min(frames, len(wins))
+    t_enc = t_def = t_ren = 0.0
+    with torch.no_grad():
+        m.render_frame(V, K, size, size, audio_window=wins[0], backend=backend)  # warm-up
+        for t in range(n):
+            a = time.perf_counter()
+            z = m.encode_audio(wins[t])
+            b = time.perf_counter()
+            m.deformed(z, None, torch.tensor(0.0))
+            c = time.perf_counter()
+            m.render_frame(V, K, size, size, audio_latent=z, backend=backend)  # deformation + rasterize
+            d = time.perf_counter()
+            t_enc, t_def, t_ren = t_enc + b - a, t_def + c - b, t_ren + d - c
+    return {"size": size, "frames": n, "features_ms": 1000 * t_feat / n, "audio_encoder_ms": 1000 * t_enc / n,
+            "deformation_ms": 1000 * t_def / n, "render_frame_ms (deformation + rasterize)": 1000 * t_ren / n}
+
+
 def _latency(avatar, wav, size: int, backend: str, seconds: float, live: bool = True) -> Dict[str, Any]:
     import asyncio
 
@@ -156,6 +194,10 @@ def _latency(avatar, wav, size: int, backend: str, seconds: float, live: bool = 
 def run_bench(self: BenchDrive) -> Dict[str, Any]:
     import torch
 
+    if self.threads is not None:
+        torch.set_num_threads(int(self.threads))
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+
     from avatar.apps.runtime import load_avatar
     from avatar.ops import backends
 
@@ -168,6 +210,7 @@ def run_bench(self: BenchDrive) -> Dict[str, Any]:
             "mono_256": _throughput(avatar, wav, 256, False, self.backend, self.seconds),
             "stereo_256": _throughput(avatar, wav, 256, True, self.backend, self.seconds),
             "mono_512": _throughput(avatar, wav, 512, False, self.backend, self.seconds / 2),
+            "breakdown_256": _breakdown(avatar, wav, 256, self.backend),
             "latency": _latency(avatar, wav, self.latency_size, self.backend, self.latency_seconds, live=True),
             "latency_every_frame": _latency(avatar, wav, self.latency_size, self.backend,
                                             self.latency_seconds / 2, live=False),
@@ -200,7 +243,7 @@ def run_bench(self: BenchDrive) -> Dict[str, Any]:
                         "gpu_fps_stereo_512": round(gpu["gpu_stereo_512"]["fps"], 1),
                         "gpu_latency_ms_p50": round(gpu["gpu_latency"]["latency_ms_p50"], 1)})
     res = {
-        "device": _device("cuda" if gpu else "cpu"),
+        "device": dict(_device("cuda" if gpu else "cpu"), load_average_at_start=load_before),
         "versions": _versions(),
         "backend": {"requested": self.backend, "used": resolved, "available": used},
         "settings": {"checkpoint": str(self.ckpt) if self.ckpt else "default config, untrained weights",

@@ -36,12 +36,13 @@ from avatar.model.motion_prior_config import MotionPriorConfig
 
 
 def _default_train() -> PriorTrainConfig:
-    return PriorTrainConfig(steps=1500, batch_size=16, window_frames=64, ref_frames=125, lr=1e-3, warmup_steps=100,
-                            checkpoint_every=0, log_every=250)
+    return PriorTrainConfig(steps=1200, batch_size=16, window_frames=64, ref_frames=125, lr=1e-3, warmup_steps=100,
+                            checkpoint_every=0, log_every=100)
 
 
 def _default_model() -> MotionPriorConfig:
-    return MotionPriorConfig(d_model=96, num_layers=3, num_heads=4, past_frames=24, lookahead_frames=2, dropout=0.1)
+    return MotionPriorConfig(d_model=64, num_layers=3, num_heads=4, past_frames=24, lookahead_frames=2, dropout=0.1,
+                             style_layers=1)
 
 
 @dataclass
@@ -69,9 +70,9 @@ class BenchPrior:
     """Prior training."""
     model: MotionPriorConfig = field(default_factory=_default_model)
     """Prior architecture."""
-    personal_steps: int = 600
+    personal_steps: int = 400
     """Training steps of the personal-only baseline."""
-    finetune_steps: int = 100
+    finetune_steps: int = 80
     """Fine-tuning steps of the prior on the personal clip."""
     media_dir: Path = Path(__file__).resolve().parents[2].parent / "shared" / "media"
     """Real test media (audio/*.ogg|flac|mp3): real-speech opening and envelope correlation; skipped if absent."""

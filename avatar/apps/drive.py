@@ -48,7 +48,8 @@ class Drive:
     pose: Literal["fixed", "clip", "path"] = "fixed"
     """Head pose source: fixed camera, the training clip's cameras looped (--data), or --camera-path."""
     data: Optional[Path] = None
-    """Capture folder (for --pose clip, and the default --background plate)."""
+    """Capture folder the avatar was trained on: --pose clip cameras, the default --background plate,
+    and the fps/camera when the checkpoint does not record them."""
     loop: Literal["pingpong", "crossfade"] = "pingpong"
     """How --pose clip loops without a jump: forward-backward, or crossfading the end into the start."""
     crossfade: int = 12
@@ -82,7 +83,13 @@ class Drive:
     audio drive the avatar (instead of neutral motion and procedural blinks)."""
 
     def main(self) -> int:
-        info = self.run()
+        import sys
+
+        try:
+            info = self.run()
+        except ValueError as e:  # DriveError, AudioError, CheckpointError, CameraPathError, ...
+            print(f"avatar drive: error: {e}", file=sys.stderr)
+            return 1
         print(f"wrote {info['out']} ({info['frames']} frames, {info['duration_s']:.2f} s, "
               f"{info['render_fps']:.1f} frames/s)" + "".join(f"\n      {p}" for p in info["extra_outputs"]))
         return 0
@@ -96,6 +103,10 @@ class Drive:
 
         procedural = self.ckpt == "procedural"
         avatar = None if procedural else load_avatar(Path(self.ckpt), self.device)
+        if avatar is not None and self.data is not None:
+            from avatar.apps.runtime import apply_capture_defaults
+
+            apply_capture_defaults(avatar, self.data)
         fps = float(self.fps or (25.0 if procedural else avatar.fps))
         base = procedural_camera(256, 256) if procedural else avatar.camera()
         w = self.width or (base.width if not self.height else round(base.width * self.height / base.height))

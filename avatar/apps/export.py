@@ -41,7 +41,13 @@ class Export:
     """With --frames: stop after this many frames."""
 
     def main(self) -> int:
-        written = self.run()
+        import sys
+
+        try:
+            written = self.run()
+        except ValueError as e:  # DriveError, AudioError, CheckpointError, PlyError, ...
+            print(f"avatar export: error: {e}", file=sys.stderr)
+            return 1
         print(f"wrote {len(written)} .ply file(s): {written[0]}" + (f" ... {written[-1]}" if len(written) > 1 else ""))
         return 0
 

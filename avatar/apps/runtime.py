@@ -28,8 +28,8 @@ Building blocks (no torch at import time):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Callable, List, Literal, Optional, Protocol, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, List, Literal, Optional, Protocol, Tuple
 
 import numpy as np
 
@@ -651,6 +651,20 @@ class LoadedAvatar:
             return Camera(np.asarray(m["viewmat"], np.float32).reshape(4, 4),
                           np.asarray(m["K"], np.float32).reshape(3, 3), w, h)
         return frontal_camera(int(m.get("width", 256)), int(m.get("height", 256)), distance=0.6)
+
+
+def apply_capture_defaults(avatar: LoadedAvatar, data_dir) -> LoadedAvatar:
+    """Fill what the checkpoint's meta lacks (fps, reference camera) from its capture folder
+    (avatar.data, the one reader): fps = the capture's, camera = its first frame's."""
+    from avatar.data import load_capture
+
+    ds = load_capture(data_dir)
+    m = avatar.meta
+    m.setdefault("fps", float(ds.fps))
+    if "viewmat" not in m or "K" not in m:
+        m.update(viewmat=np.asarray(ds.viewmats[0], np.float32).tolist(),
+                 K=np.asarray(ds.Ks[0], np.float32).tolist(), width=int(ds.width), height=int(ds.height))
+    return avatar
 
 
 def load_avatar(path, device: str = "cpu") -> LoadedAvatar:

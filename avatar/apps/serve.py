@@ -44,9 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Callable, Dict, List, Optional, Tuple
 
-import tyro
-
 import numpy as np
+import tyro
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 HEADER = struct.Struct("<4sIdfHH")
@@ -104,21 +103,37 @@ class Serve:
     """Rasterizer backend."""
     fps: Optional[float] = None
     """Output frame rate (default: the checkpoint's training fps; 25 for the procedural head)."""
+    data: Optional[Path] = None
+    """Capture folder the avatar was trained on (fps and camera when the checkpoint lacks them)."""
+    threads: Optional[int] = None
+    """torch intra-op threads for rendering (default: torch's choice; 1 helps on a busy CPU)."""
 
     def main(self) -> int:
         import logging
 
+        if self.threads is not None:
+            import torch
+
+            torch.set_num_threads(int(self.threads))
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         if self.host not in ("127.0.0.1", "localhost", "::1"):
             print(f"warning: serving on {self.host}: anyone who can reach this machine can use it")
-        server = AvatarServer(make_factory(self.ckpt, self.width, self.height, self.backend, self.fps),
+        import sys
+
+        try:
+            factory = make_factory(self.ckpt, self.width, self.height, self.backend, self.fps, self.data)
+        except ValueError as e:  # CheckpointError, DatasetError, ...
+            print(f"avatar serve: error: {e}", file=sys.stderr)
+            return 1
+        server = AvatarServer(factory,
                               ServerConfig(jpeg_quality=self.jpeg_quality, max_chunk_s=self.max_chunk_s,
                                            max_clients=self.max_clients, workers=self.workers,
                                            files=self.files))
 
         async def run():
             await server.start(self.host, self.port)
-            print(f"avatar serve: open http://{self.host}:{server.port}/  (stream: ws://{self.host}:{server.port}/ws)")
+            print(f"avatar serve: open http://{self.host}:{server.port}/  (stream: ws://{self.host}:{server.port}/ws)",
+                  flush=True)
             await server.wait_closed()
 
         try:
@@ -129,7 +144,7 @@ class Serve:
 
 
 def make_factory(ckpt: str, width: int, height: int, backend: str = "auto",
-                 fps: Optional[float] = None) -> SourceFactory:
+                 fps: Optional[float] = None, data: Optional[Path] = None) -> SourceFactory:
     """stereo -> a fresh FrameSource; the model (if any) is loaded once and shared."""
     from avatar.apps.runtime import ViewConfig
 
@@ -139,9 +154,11 @@ def make_factory(ckpt: str, width: int, height: int, backend: str = "auto",
         def factory(stereo: bool):
             return ProceduralHeadSource(ViewConfig(width, height, stereo, backend=backend), fps=fps or 25.0)
         return factory
-    from avatar.apps.runtime import AvatarSource, load_avatar
+    from avatar.apps.runtime import AvatarSource, apply_capture_defaults, load_avatar
 
     model = load_avatar(Path(ckpt))
+    if data is not None:
+        apply_capture_defaults(model, data)
 
     def factory(stereo: bool):
         return AvatarSource(model, ViewConfig(width, height, stereo, backend=backend), fps=fps, streaming=True)

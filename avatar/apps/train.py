@@ -59,7 +59,23 @@ def init_landmarks(ds, train_idx) -> Optional[np.ndarray]:
         return None
 
 
-def build_model(cfg, ds, data):
+def torso_points(data, ref_frame: int, rng: np.random.Generator, n: int = 4000) -> Optional[np.ndarray]:
+    """Torso pixels (mask label 4) of frame `ref_frame` unprojected to the head-centre depth (+2 cm),
+    in head coordinates [T,3]; None when the frame has no torso pixels."""
+    m = data.masks[ref_frame].numpy()
+    ys, xs = np.nonzero(m == 4)
+    if len(xs) == 0:
+        return None
+    k = rng.choice(len(xs), min(n, len(xs)), replace=False)
+    V = data.viewmats[ref_frame].numpy().astype(np.float64)
+    K = data.Ks[ref_frame].numpy().astype(np.float64)
+    z = V[2, 3] + 0.02 + rng.normal(0, 0.01, len(k))
+    u, v = xs[k] + 0.5, ys[k] + 0.5
+    cam = np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], 1)
+    return ((cam - V[:3, 3]) @ V[:3, :3]).astype(np.float32)  # R^T (x - t)
+
+
+def build_model(cfg, ds, data, ref_frame: Optional[int] = None):
     """A fresh AvatarModel for `cfg` (TrainConfig) and the frames `data` (FrameData)."""
     torch = _import_torch()
     from avatar.model.avatar import AvatarModel
@@ -69,7 +85,10 @@ def build_model(cfg, ds, data):
     mcfg.audio_dim = int(data.audio.shape[-1])
     mcfg.motion_dim = int(data.motion.shape[-1]) if (data.motion is not None and mcfg.deform.use_motion) else 0
     torch.manual_seed(cfg.seed)
-    g = init_gaussians(mcfg.gaussians, init_landmarks(ds, data.train_idx), seed=cfg.seed)
+    tp = None
+    if ref_frame is not None and mcfg.gaussians.num_torso > 0:
+        tp = torso_points(data, ref_frame, np.random.default_rng(cfg.seed))
+    g = init_gaussians(mcfg.gaussians, init_landmarks(ds, data.train_idx), seed=cfg.seed, torso_points=tp)
     ms = getattr(ds, "motion_space", None)
     if ms is not None and hasattr(ms, "to_dict"):
         ms = ms.to_dict()
@@ -78,8 +97,8 @@ def build_model(cfg, ds, data):
 
 
 def reference_viewmats(data, cam_ids: np.ndarray):
-    """Per camera id: the training frame's viewmat closest to that camera's mean viewmat [4,4] (the pose
-    in whose head frame the torso Gaussians live)."""
+    """Per camera id: (frame, viewmat [4,4]) of the training frame closest to that camera's mean viewmat
+    (the pose in whose head frame the torso Gaussians live)."""
     torch = _import_torch()
     refs = {}
     tr = np.asarray(data.train_idx)
@@ -87,13 +106,13 @@ def reference_viewmats(data, cam_ids: np.ndarray):
         idx = tr[cam_ids[tr] == c] if (cam_ids[tr] == c).any() else np.nonzero(cam_ids == c)[0]
         V = data.viewmats[torch.from_numpy(idx)]
         k = int(((V - V.mean(0)) ** 2).sum((1, 2)).argmin())
-        refs[int(c)] = V[k].clone()
+        refs[int(c)] = (int(idx[k]), V[k].clone())
     return refs
 
 
 GAUSSIAN_GROUPS = ("means", "quats", "log_scales", "opacities", "colors")
 CANONICAL_GROUPS = GAUSSIAN_GROUPS + ("triplane", "color_head")
-DEFORM_GROUPS = ("audio", "face_deform", "mouth_deform")
+DEFORM_GROUPS = ("audio", "face_deform", "mouth_deform", "triplane")  # the triplane feeds the deformation too
 
 
 def make_optimizer(model, cfg):
@@ -132,12 +151,12 @@ class Trainer:
                                 cfg.model.deform.use_motion)
         if len(self.data.train_idx) == 0:
             raise TrainingError("the capture's train split is empty")
-        self.model = build_model(cfg, dataset, self.data).to(self.device)
-        self.torso_refs = reference_viewmats(self.data, np.asarray(getattr(dataset, "camera_ids",
-                                                                           np.zeros(dataset.num_frames)), np.int64))
         self.cam_ids = np.asarray(getattr(dataset, "camera_ids", np.zeros(dataset.num_frames)), np.int64)
+        self.torso_refs = reference_viewmats(self.data, self.cam_ids)  # {camera id: (frame, viewmat [4,4])}
+        main_cam = int(np.bincount(self.cam_ids[self.data.train_idx]).argmax())
+        self.model = build_model(cfg, dataset, self.data, ref_frame=self.torso_refs[main_cam][0]).to(self.device)
         with torch.no_grad():
-            self.model.torso_ref.copy_(self.torso_refs[int(np.bincount(self.cam_ids[self.data.train_idx]).argmax())])
+            self.model.torso_ref.copy_(self.torso_refs[main_cam][1])
         self.opt = make_optimizer(self.model, cfg)
         self.strategy = DensifyStrategy(cfg.strategy)
         self.sstate = self.strategy.initialize_state(len(self.model.gaussians), self.device)
@@ -198,7 +217,7 @@ class Trainer:
     def torso_transform(self, i: int):
         """[4,4] torso -> head coordinates for frame i (torso fixed relative to frame i's camera)."""
         torch = _import_torch()
-        return (torch.linalg.inv(self.data.viewmats[i]) @ self.torso_refs[int(self.cam_ids[i])]).to(self.device)
+        return (torch.linalg.inv(self.data.viewmats[i]) @ self.torso_refs[int(self.cam_ids[i])][1]).to(self.device)
 
     # -- one step --
     def _lrs(self, phase) -> Dict[str, float]:

@@ -70,13 +70,21 @@ class OptimConfig:
     lr_means_final: float = 1.6e-6
     """Final means lr (exponential decay over all steps), units of scene_extent."""
     lr_quats: float = 1e-3
+    """Quaternion lr."""
     lr_scales: float = 5e-3
+    """Log-scale lr."""
     lr_opacities: float = 5e-2
+    """Opacity-logit lr."""
     lr_colors: float = 2.5e-2
+    """Per-Gaussian colour-logit lr."""
     lr_triplane: float = 1e-2
+    """Hash-table lr (trained with the canonical avatar and the deformation)."""
     lr_color_head: float = 1e-3
+    """Triplane colour MLP lr."""
     lr_audio: float = 1e-3
-    lr_deform: float = 1e-3
+    """Audio encoder lr."""
+    lr_deform: float = 2e-3
+    """Deformation nets lr (face and inside-mouth branches)."""
 
 
 @dataclass

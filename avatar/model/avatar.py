@@ -54,8 +54,9 @@ class AvatarModel(nn.Module):
         nn.init.zeros_(self.color_head[2].bias)
         self.audio_encoder = AudioEncoder(cfg.audio_dim, cfg.audio)
         A = cfg.audio.latent_dim
-        self.face_deform = DeformationNet(F, A, cfg.motion_dim, cfg.deform)
-        self.mouth_deform = DeformationNet(F, A, cfg.motion_dim, cfg.deform)
+        Fd = F + 3 * (1 + 2 * cfg.deform.pe_freqs)  # deformation input: triplane feature + encoded position
+        self.face_deform = DeformationNet(Fd, A, cfg.motion_dim, cfg.deform)
+        self.mouth_deform = DeformationNet(Fd, A, cfg.motion_dim, cfg.deform)
         # torso Gaussians live in the head frame of a reference camera pose (the capture's camera sees a
         # torso that stays put while the head turns): see torso_transform_for()
         self.register_buffer("torso_ref", torch.eye(4))  # [4,4] head-to-camera of the reference pose
@@ -104,9 +105,12 @@ class AvatarModel(nn.Module):
         if self.cfg.gaussians.color_from_triplane:
             logits = logits + self.color_head(feats)
         labels = g.labels
-        out = {"feats": feats, "color_logits": logits,
-               "face_part": self.face_deform.gaussian_part(feats, labels),
-               "mouth_part": self.mouth_deform.gaussian_part(feats, labels)}
+        u = self.triplane.normalize(g.means.detach()) * 2 - 1  # [N,3] in [-1,1]
+        enc = [u] + [f(u * (2.0 ** k) * torch.pi) for k in range(self.cfg.deform.pe_freqs) for f in (torch.sin, torch.cos)]
+        dfeats = torch.cat([feats] + enc, dim=-1)  # [N, F + 3(1+2L)]
+        out = {"feats": dfeats, "color_logits": logits,
+               "face_part": self.face_deform.gaussian_part(dfeats, labels),
+               "mouth_part": self.mouth_deform.gaussian_part(dfeats, labels)}
         if not self.training:
             out = {k: (tuple(t.detach() for t in v) if isinstance(v, tuple) else v.detach()) for k, v in out.items()}
             self._cache = out

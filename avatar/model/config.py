@@ -64,6 +64,10 @@ class DeformConfig:
     """Bound on |Δmean| per axis in metres (tanh)."""
     deform_color: bool = False
     """Also predict a ΔRGB (colour logit) per Gaussian."""
+    pe_freqs: int = 4
+    """Fourier frequencies of the canonical position (normalised to the triplane box) appended to the
+    triplane feature as deformation input (0 = triplane feature only). Gives the net a spatial signal
+    from step 0, before the hash tables have learned anything."""
 
 
 @dataclass

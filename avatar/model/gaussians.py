@@ -93,12 +93,14 @@ def _fibonacci_ellipsoid(n: int, radii, center=(0.0, 0.0, 0.0)) -> np.ndarray:
 
 
 def init_gaussians(cfg: GaussianConfig, landmarks: Optional[np.ndarray] = None,
-                   mouth_center: Optional[np.ndarray] = None, seed: int = 0) -> Gaussians:
+                   mouth_center: Optional[np.ndarray] = None, seed: int = 0,
+                   torso_points: Optional[np.ndarray] = None) -> Gaussians:
     """Initial canonical Gaussians in the head frame (metres, OpenCV axes, face at -z).
 
     landmarks: [478,3] canonical face (e.g. avatar.data.face_model.CANONICAL) or None. Face points are the
     landmarks (jittered), the rest of the head is an ellipsoid shell `cfg.head_radii`, the torso a wide
-    shell below the head, the inside-mouth branch a small cloud behind the lips (`mouth_center`, default
+    shell below the head (or `torso_points` [T,3], e.g. the capture's torso pixels unprojected), the
+    inside-mouth branch a small cloud behind the lips (`mouth_center`, default
     the lip-landmark centre or a fixed point).
     """
     rng = np.random.default_rng(seed)
@@ -116,7 +118,11 @@ def init_gaussians(cfg: GaussianConfig, landmarks: Optional[np.ndarray] = None,
     pts.append(shell)
     # the front (-z) lower part of the shell is face, the rest head/hair
     labels.append(np.where((shell[:, 2] < -0.3 * r[2]) & (shell[:, 1] > -0.4 * r[1]), REGION_FACE, REGION_HEAD))
-    if cfg.num_torso > 0:
+    if cfg.num_torso > 0 and torso_points is not None and len(torso_points) > 0:
+        tp = np.asarray(torso_points, np.float32)
+        pts.append(tp[rng.integers(0, len(tp), cfg.num_torso)] + rng.normal(0, 0.002, (cfg.num_torso, 3)).astype(np.float32))
+        labels.append(np.full(cfg.num_torso, REGION_TORSO))
+    elif cfg.num_torso > 0:
         t = _fibonacci_ellipsoid(cfg.num_torso * 2, (0.17, 0.12, 0.10), center=(0.0, 0.27, 0.02))
         t = t[t[:, 1] > 0.2][: cfg.num_torso]
         neck = _fibonacci_ellipsoid(max(0, cfg.num_torso - len(t)), (0.05, 0.06, 0.05), center=(0.0, 0.15, 0.01))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import shutil
+import warnings
 from typing import Dict, Tuple
 
 import torch
@@ -65,11 +66,21 @@ def backends() -> Dict[str, Tuple[bool, str]]:
             "torch": (True, "pure PyTorch reference (any device, autograd)")}
 
 
-def resolve(backend: str, like: torch.Tensor) -> str:
+def resolve(backend: str, like: torch.Tensor, camera_grad: bool = False) -> str:
     """Pick the backend for tensors like `like`: `auto` = cuda -> gsplat -> cpu -> torch among
-    those that can run on its device and dtype (native backends compute in float32)."""
+    those that can run on its device and dtype (native backends compute in float32).
+    camera_grad: viewmats/Ks require gradients, which only the torch reference provides."""
     if backend not in NAMES + ("auto",):
         raise ValueError(f"rasterize: `backend` must be one of {('auto',) + NAMES}, got {backend!r}")
+    if camera_grad and torch.is_grad_enabled():
+        if backend not in ("auto", "torch"):
+            raise ValueError(f"rasterize: `viewmats`/`Ks` require grad, but backend {backend!r} does not "
+                             "differentiate w.r.t. cameras; use backend='torch' or detach them")
+        if backend == "auto":
+            warnings.warn("rasterize: viewmats/Ks require grad -> using the (slow) torch reference backend, "
+                          "the only one that differentiates w.r.t. cameras; detach them to use a native "
+                          "backend", stacklevel=3)
+            return "torch"
     on_cuda = like.device.type == "cuda"
     f32 = like.dtype == torch.float32
     usable = {"cuda": on_cuda and f32, "gsplat": on_cuda and f32,

@@ -23,7 +23,6 @@ Shapes: I = flattened (batch x camera) images, N Gaussians, D feature channels.
 """
 from __future__ import annotations
 
-import math
 from typing import Tuple
 
 import torch
@@ -199,10 +198,9 @@ def _composite_chunk(m2d: Tensor, con: Tensor, feat: Tensor, op: Tensor, tx0: Te
 
 
 def rasterize_pixels(means2d: Tensor, conics: Tensor, features: Tensor, opacities: Tensor,
-                     radii: Tensor, depths: Tensor, width: int, height: int,
-                     chunk_rows: int = TILE) -> Tuple[Tensor, Tensor]:
-    """Per image: sort by depth, then composite each band of `chunk_rows` pixel rows densely
-    against every Gaussian whose tile range covers the band (gradient-checkpointed per band so
+                     radii: Tensor, depths: Tensor, width: int, height: int) -> Tuple[Tensor, Tensor]:
+    """Per image: sort by depth, then composite each band of one tile row (16 pixel rows) densely
+    against every Gaussian whose tile range covers that row (gradient-checkpointed per band so
     memory stays bounded). means2d [I,N,2], conics [I,N,3], features [I,N,D], opacities [I,N],
     radii [I,N], depths [I,N] -> render [I,H,W,D], alphas [I,H,W,1]."""
     I, N = radii.shape
@@ -218,10 +216,9 @@ def rasterize_pixels(means2d: Tensor, conics: Tensor, features: Tensor, opacitie
         order = valid[torch.sort(depths[i, valid].detach(), stable=True).indices]
         bi = bounds[i, order]
         rows, arows = [], []
-        for y0 in range(0, height, chunk_rows):
-            y1 = min(height, y0 + chunk_rows)
-            ty_lo, ty_hi = y0 // TILE, (y1 - 1) // TILE
-            sel = order[(bi[:, 2] <= ty_hi) & (bi[:, 3] > ty_lo)]
+        for ty, y0 in enumerate(range(0, height, TILE)):
+            y1 = min(height, y0 + TILE)
+            sel = order[(bi[:, 2] <= ty) & (bi[:, 3] > ty)]        # depth order is kept
             if sel.numel() == 0:
                 rows.append(torch.zeros((y1 - y0) * width, D, device=dev, dtype=dt))
                 arows.append(torch.zeros((y1 - y0) * width, device=dev, dtype=dt))
@@ -230,44 +227,14 @@ def rasterize_pixels(means2d: Tensor, conics: Tensor, features: Tensor, opacitie
             py = ys[:, None].expand(-1, width).reshape(-1)
             px = xs[None, :].expand(y1 - y0, -1).reshape(-1)
             ptx = torch.div(px.floor().long(), TILE, rounding_mode="floor")
-            pty = torch.div(py.floor().long(), TILE, rounding_mode="floor")
-            b = bounds[i, sel]
-            # a Gaussian only reaches pixels of the tiles its box overlaps (rows and columns)
-            rowmask = (pty[:, None] >= b[None, :, 2]) & (pty[:, None] < b[None, :, 3])
-            tx0 = b[:, 0]
-            tx1 = b[:, 1]
-            args = (means2d[i, sel], conics[i, sel], features[i, sel], opacities[i, sel])
-            if rowmask.all():
-                fn = _composite_chunk
-                extra = (tx0, tx1, px, py, ptx)
-            else:
-                # bands spanning several tile rows: encode the row test into the column test
-                fn = _composite_chunk_rows
-                extra = (tx0, tx1, px, py, ptx, rowmask)
+            args = (means2d[i, sel], conics[i, sel], features[i, sel], opacities[i, sel],
+                    bounds[i, sel, 0], bounds[i, sel, 1], px, py, ptx)
             if need_grad:
-                f, a = checkpoint(fn, *args, *extra, use_reentrant=False)
+                f, a = checkpoint(_composite_chunk, *args, use_reentrant=False)
             else:
-                f, a = fn(*args, *extra)
+                f, a = _composite_chunk(*args)
             rows.append(f)
             arows.append(a)
         imgs.append(torch.cat(rows, 0).reshape(height, width, D))
         alps.append(torch.cat(arows, 0).reshape(height, width, 1))
     return torch.stack(imgs, 0), torch.stack(alps, 0)
-
-
-def _composite_chunk_rows(m2d, con, feat, op, tx0, tx1, px, py, ptx, rowmask):
-    """_composite_chunk with an extra [P,G] tile-row mask (bands taller than one tile row)."""
-    op2 = op[None, :].expand(px.shape[0], -1) * rowmask.to(op.dtype)
-    dx = m2d[:, 0][None, :] - px[:, None]
-    dy = m2d[:, 1][None, :] - py[:, None]
-    sigma = 0.5 * (con[:, 0] * dx * dx + con[:, 2] * dy * dy) + con[:, 1] * dx * dy
-    alpha = torch.clamp(op2 * torch.exp(-sigma), max=ALPHA_MAX)
-    inside = (ptx[:, None] >= tx0[None, :]) & (ptx[:, None] < tx1[None, :]) & rowmask
-    ok = inside & (sigma >= 0) & (alpha >= ALPHA_MIN)
-    alpha = torch.where(ok, alpha, torch.zeros_like(alpha))
-    with torch.no_grad():
-        keep = torch.cumprod(1 - alpha, -1) > T_MIN
-    alpha = torch.where(keep, alpha, torch.zeros_like(alpha))
-    T_incl = torch.cumprod(1 - alpha, -1)
-    T_excl = torch.cat([torch.ones_like(T_incl[:, :1]), T_incl[:, :-1]], -1)
-    return (alpha * T_excl) @ feat, 1 - T_incl[:, -1]
