@@ -48,7 +48,7 @@ class CDP:
         return r["result"].get("value")
 
 
-def launch(tmp: Path) -> tuple:
+def launch(tmp: Path, extra=()) -> tuple:
     profile = tmp / "profile"
     proc = subprocess.Popen(
         [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -56,7 +56,7 @@ def launch(tmp: Path) -> tuple:
          "--no-default-browser-check", "--disable-default-apps", "--metrics-recording-only",
          "--autoplay-policy=no-user-gesture-required", f"--user-data-dir={profile}",
          "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1", "--window-size=900,700",
-         "about:blank"],
+         *extra, "about:blank"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     port_file = profile / "DevToolsActivePort"
     for _ in range(300):
@@ -153,3 +153,65 @@ def test_browser_plays_a_file_and_shows_a_face(media, tmp_path):
     assert stats["corner_white"] > 0.9 and stats["face_std"] > 20, stats
     # the page outside the canvas is the dark page background, not a face
     assert looks_like_a_face(img[-h:, -w:])["skin_centre"] < 0.05
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (Debian packages chromium and "
+                                             "chromium-driver; scripts/install-test-system-deps.sh)")
+def test_browser_microphone_path_streams_live(media, tmp_path):
+    """The microphone button's path (getUserMedia -> worklet -> realtime stream), with Chromium's
+    fake capture device playing a speech file; Stop ends the stream cleanly."""
+    from websockets.asyncio.client import connect
+
+    from avatar.media.audio import load_audio, save_wav
+
+    wav = load_audio(media / "audio" / "vctk_p240_F.mp3")
+    save_wav(tmp_path / "mic.wav", wav, 16000)
+
+    def factory(stereo):
+        return ProceduralHeadSource(ViewConfig(96, 96, stereo), fps=25.0, mouth_levels=6, blink_levels=2)
+
+    async def main():
+        server = await AvatarServer(factory, ServerConfig()).start("127.0.0.1", 0)
+        proc, port = launch(tmp_path, ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                                       f"--use-file-for-fake-audio-capture={tmp_path / 'mic.wav'}"])
+        try:
+            loop = asyncio.get_running_loop()
+            targets = await loop.run_in_executor(None, lambda: json.load(
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10)))
+            page = next(t for t in targets if t["type"] == "page")
+            async with connect(page["webSocketDebuggerUrl"], max_size=64 << 20) as ws:
+                cdp = CDP(ws)
+                await cdp.call("Page.navigate", url=f"http://127.0.0.1:{server.port}/?autostart=1&stereo=1")
+                state = None
+                for _ in range(300):
+                    await asyncio.sleep(0.2)
+                    try:
+                        state = json.loads(await cdp.eval("JSON.stringify(window.avatarState || null)") or "null")
+                    except RuntimeError:
+                        continue
+                    if state and (state["errors"] or state["frames"] >= 50):
+                        break
+                await cdp.eval("document.getElementById('stop').click()")
+                for _ in range(100):
+                    await asyncio.sleep(0.1)
+                    state = json.loads(await cdp.eval("JSON.stringify(window.avatarState)"))
+                    if state["ended"] or state["errors"]:
+                        break
+            return state
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            await server.close()
+
+    state = asyncio.run(asyncio.wait_for(main(), 180))
+    assert not state["errors"], state["errors"]
+    assert state["ended"] and state["ready"]["realtime"] is True and state["ready"]["views"] == 2
+    assert state["ready"]["width"] == 192  # stereo side by side
+    n = state["endInfo"]["frames"]
+    assert n >= 50 and state["frames"] + state["skipped"] == n and state["outOfOrder"] == 0
+    assert abs(state["endInfo"]["duration_s"] - n / 25.0) < 0.04 + 1e-6  # the stream covers its audio
+    print("\nmic:", {k: state[k] for k in ("frames", "skipped", "drawn")}, "latency p50 ms",
+          np.percentile(state["latencyMs"], 50) if state["latencyMs"] else None)

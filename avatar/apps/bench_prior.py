@@ -29,7 +29,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Literal
+from typing import Any, Dict, List, Literal, Tuple
 
 from avatar.apps.prior_config import PriorTrainConfig
 from avatar.model.motion_prior_config import MotionPriorConfig
@@ -76,6 +76,11 @@ class BenchPrior:
     """Fine-tuning steps of the prior on the personal clip."""
     media_dir: Path = Path(__file__).resolve().parents[2].parent / "shared" / "media"
     """Real test media (audio/*.ogg|flac|mp3): real-speech opening and envelope correlation; skipped if absent."""
+    real_captures: Tuple[Path, ...] = (Path("outputs/prior_real/may_5s"),)
+    """Real capture folders (avatar capture of a real video; e.g. ../shared/media/video/may_5s.mp4) evaluated
+    like the held-out identities with the first half as the personal clip; missing ones are listed and skipped."""
+    save_prior: Path = Path("outputs/bench_prior/prior.pt")
+    """Where the benchmark's trained prior is kept (for inspection / drive)."""
     threads: int = 2
     """torch CPU threads."""
     seed: int = 0
@@ -217,13 +222,14 @@ def run_bench(b: BenchPrior) -> Dict[str, Any]:
     prior = train_prior(train_clips, space, acfg.to_dict(), dataclasses.replace(b.train, seed=b.seed), b.model, None,
                         log=lambda m: print(f"[bench prior] {m}", file=sys.stderr, flush=True))
     t_prior = time.time() - t0
+    if b.save_prior:
+        prior.save(b.save_prior)
     w_open = torch.as_tensor(opening_readout(space, prior.motion_dim))
     per_id: List[Dict[str, Any]] = []
     np_ = int(round(b.personal_seconds * fps))
     t_personal = t_finetune = 0.0
-    for c in held:
-        if c.num_frames < np_ + 64:
-            raise ValueError(f"{c.name}: {c.num_frames} frames; need > {np_ + 64} (personal clip + test)")
+    def evaluate(c, np_):
+        nonlocal t_personal, t_finetune
         ref, test = c.slice(0, np_, c.name + "_personal"), c.slice(np_, c.num_frames, c.name + "_test")
         style = (ref.feats, ref.motion)
         p_plain = prior.predict(test.feats, test.pitch, None)["motion"]
@@ -262,14 +268,30 @@ def run_bench(b: BenchPrior) -> Dict[str, Any]:
                        "plain": float((p_plain @ w_open).clamp_min(0).mean()),
                        "ground_truth": float((gt @ w_open).clamp_min(0).mean())}
         gt_open, pr_open = (gt @ w_open).numpy(), (p_style @ w_open).numpy()
-        per_id.append({
+        return {
             "identity": c.name, "style": c.info.get("style") or {k: v for k, v in c.info.items() if k.startswith("style")}, "test_frames": int(test.num_frames),
             "motion_err_prior_style": _nmse(p_style, gt), "motion_err_prior": _nmse(p_plain, gt),
             "motion_err_personal_only": _nmse(p_personal, gt), "motion_err_prior_finetuned": _nmse(p_ft, gt),
             "mouth_open_corr_prior_style": float(np.corrcoef(gt_open, pr_open)[0, 1]),
             "opening_silence": sil, "opening_speech": speech_open,
             "silence_to_speech_opening_ratio": max(sil["zeros_style"], sil["noise_-60dBFS_style"]) / max(speech_open["style"], 1e-9),
-        })
+        }
+
+    for c in held:
+        if c.num_frames < np_ + 64:
+            raise ValueError(f"{c.name}: {c.num_frames} frames; need > {np_ + 64} (personal clip + test)")
+        per_id.append(evaluate(c, np_))
+    real_clips: Dict[str, Any] = {}
+    for d in b.real_captures:
+        if not (Path(d) / "transforms.json").is_file():
+            real_clips[str(d)] = "missing (avatar capture ../shared/media/video/may_5s.mp4 --out " + str(d) + ")"
+            continue
+        from avatar.apps.prior_data import clip_from_capture
+        rc, rms = clip_from_capture(d, acfg)
+        if rms != space:
+            real_clips[str(d)] = f"skipped: its motion space differs from the training data's ({space.get('kind', 'MotionSpace')})"
+            continue
+        real_clips[rc.name] = dict(evaluate(rc, rc.num_frames // 2), personal_frames=rc.num_frames // 2)
 
     real = _real_audio(b, prior, held[0], w_open, np_, acfg)
 
@@ -284,6 +306,11 @@ def run_bench(b: BenchPrior) -> Dict[str, Any]:
     summary["ordering_holds_per_identity"] = float(np.mean([
         r["motion_err_prior_style"] <= r["motion_err_prior"] <= r["motion_err_personal_only"] for r in per_id]))
     summary["silence_goal_met"] = bool(summary["silence_to_speech_opening_ratio"] <= 0.3)
+    for name, r in real_clips.items():
+        if isinstance(r, dict):
+            for k in ("motion_err_prior_style", "motion_err_prior", "motion_err_personal_only", "motion_err_prior_finetuned",
+                      "silence_to_speech_opening_ratio"):
+                summary[f"real_{Path(name).name}_{k}"] = r[k]
     if real:
         summary["real_speech_open_envelope_corr"] = float(np.mean([r["open_envelope_corr"] for r in real.values()]))
         summary["silence_to_real_speech_opening_ratio"] = float(np.mean([r["silence_ratio"] for r in real.values()]))
@@ -311,6 +338,7 @@ def run_bench(b: BenchPrior) -> Dict[str, Any]:
         "timing_s": {"prior_train": round(t_prior, 1), "personal_only_train_total": round(t_personal, 1),
                      "finetune_total": round(t_finetune, 1), "total": round(time.time() - t_start, 1)},
         "per_identity": per_id,
+        "real_captures": real_clips,
         "real_speech": real,
         "summary": summary,
     }

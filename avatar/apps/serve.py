@@ -110,6 +110,7 @@ class Serve:
 
     def main(self) -> int:
         import logging
+        import sys
 
         if self.threads is not None:
             import torch
@@ -118,8 +119,6 @@ class Serve:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         if self.host not in ("127.0.0.1", "localhost", "::1"):
             print(f"warning: serving on {self.host}: anyone who can reach this machine can use it")
-        import sys
-
         try:
             factory = make_factory(self.ckpt, self.width, self.height, self.backend, self.fps, self.data)
         except ValueError as e:  # CheckpointError, DatasetError, ...
@@ -140,6 +139,9 @@ class Serve:
             asyncio.run(run())
         except KeyboardInterrupt:
             pass
+        except OSError as e:  # port in use, no such interface
+            print(f"avatar serve: error: cannot listen on {self.host}:{self.port}: {e}", file=sys.stderr)
+            return 1
         return 0
 
 

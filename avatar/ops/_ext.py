@@ -36,8 +36,9 @@ class _Project(torch.autograd.Function):
         gc = _c(v_conics) if v_conics is not None else z(B, C, N, 3)
         gd = _c(v_depths) if v_depths is not None else z(B, C, N)
         go = _c(v_opac) if v_opac is not None else z(B, C, N)
-        v_means, v_quats, v_scales, v_opacities = ctx.C.project_bwd(*args, *ctx.settings, gm, gc, gd, go)
-        return None, v_means, v_quats, v_scales, v_opacities, None, None, None
+        v_means, v_quats, v_scales, v_opacities, v_viewmats = ctx.C.project_bwd(
+            *args, *ctx.settings, gm, gc, gd, go)
+        return None, v_means, v_quats, v_scales, v_opacities, v_viewmats, None, None
 
 
 class _SH(torch.autograd.Function):
@@ -50,8 +51,8 @@ class _SH(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, v_colors):
-        v_coeffs, v_means = ctx.C.sh_bwd(ctx.degree, *ctx.saved_tensors, _c(v_colors))
-        return None, None, v_coeffs, v_means, None
+        v_coeffs, v_means, v_viewmats = ctx.C.sh_bwd(ctx.degree, *ctx.saved_tensors, _c(v_colors))
+        return None, None, v_coeffs, v_means, v_viewmats
 
 
 class _Raster(torch.autograd.Function):
@@ -86,7 +87,7 @@ class Ops:
 
     def project(self, means, quats, scales, opacities, viewmats, Ks, width, height, near, far, eps2d,
                 antialiased):
-        """Same contract as _torch_impl.project (viewmats/Ks receive no gradient here)."""
+        """Same contract as _torch_impl.project (viewmats get gradients, Ks do not)."""
         settings = (int(width), int(height), float(near), float(far), float(eps2d), bool(antialiased))
         return _Project.apply(self.C, means, quats, scales, opacities, viewmats, Ks, settings)
 

@@ -54,7 +54,7 @@ std::vector<torch::Tensor> project_fwd(torch::Tensor means, torch::Tensor quats,
     return {means2d, conics, depths, radii, opac};
 }
 
-// -> v_means [B,N,3], v_quats [B,N,4], v_scales [B,N,3], v_opacities [B,N]
+// -> v_means [B,N,3], v_quats [B,N,4], v_scales [B,N,3], v_opacities [B,N], v_viewmats [B,C,4,4]
 std::vector<torch::Tensor> project_bwd(torch::Tensor means, torch::Tensor quats, torch::Tensor scales,
                                        torch::Tensor opacities, torch::Tensor viewmats, torch::Tensor Ks,
                                        int64_t width, int64_t height, double near_plane, double far_plane,
@@ -67,12 +67,14 @@ std::vector<torch::Tensor> project_bwd(torch::Tensor means, torch::Tensor quats,
     auto g = geometry(means, viewmats, width, height, near_plane, far_plane, eps2d, antialiased);
     auto v_means = torch::empty_like(means), v_quats = torch::empty_like(quats);
     auto v_scales = torch::empty_like(scales), v_opacities = torch::empty_like(opacities);
+    auto v_viewmats = torch::empty_like(viewmats);
     avatar::cpu::project_backward(g, means.data_ptr<float>(), quats.data_ptr<float>(), scales.data_ptr<float>(),
                                   opacities.data_ptr<float>(), viewmats.data_ptr<float>(), Ks.data_ptr<float>(),
                                   v_means2d.data_ptr<float>(), v_conics.data_ptr<float>(), v_depths.data_ptr<float>(),
                                   v_opac.data_ptr<float>(), v_means.data_ptr<float>(), v_quats.data_ptr<float>(),
-                                  v_scales.data_ptr<float>(), v_opacities.data_ptr<float>());
-    return {v_means, v_quats, v_scales, v_opacities};
+                                  v_scales.data_ptr<float>(), v_opacities.data_ptr<float>(),
+                                  v_viewmats.data_ptr<float>());
+    return {v_means, v_quats, v_scales, v_opacities, v_viewmats};
 }
 
 // coeffs [B,N,K,3], means [B,N,3], viewmats [B,C,4,4] -> colors [B,C,N,3]
@@ -87,16 +89,17 @@ torch::Tensor sh_fwd(int64_t degree, torch::Tensor coeffs, torch::Tensor means, 
     return colors;
 }
 
-// -> v_coeffs [B,N,K,3], v_means [B,N,3]
+// -> v_coeffs [B,N,K,3], v_means [B,N,3], v_viewmats [B,C,4,4]
 std::vector<torch::Tensor> sh_bwd(int64_t degree, torch::Tensor coeffs, torch::Tensor means,
                                   torch::Tensor viewmats, torch::Tensor v_colors) {
     check(v_colors, "v_colors");
     int B = (int)means.size(0), N = (int)means.size(1), C = (int)viewmats.size(1), K = (int)coeffs.size(2);
     auto v_coeffs = torch::empty_like(coeffs), v_means = torch::empty_like(means);
+    auto v_viewmats = torch::empty_like(viewmats);
     avatar::cpu::sh_backward(B, C, N, K, (int)degree, coeffs.data_ptr<float>(), means.data_ptr<float>(),
                              viewmats.data_ptr<float>(), v_colors.data_ptr<float>(), v_coeffs.data_ptr<float>(),
-                             v_means.data_ptr<float>());
-    return {v_coeffs, v_means};
+                             v_means.data_ptr<float>(), v_viewmats.data_ptr<float>());
+    return {v_coeffs, v_means, v_viewmats};
 }
 
 torch::Tensor to_tensor(const std::vector<int32_t>& v) {

@@ -99,29 +99,53 @@ void project_forward(const Geometry& g, const float* means, const float* quats, 
     }
 }
 
+// Sums per-thread [n_cam x 12] camera-gradient records (v_R row-major, v_t) into v_viewmats [n_cam,4,4].
+static void reduce_camera_grads(const std::vector<float>& tl, int nthreads, int64_t n_cam, float* v_viewmats) {
+    for (int64_t bc = 0; bc < n_cam; ++bc) {
+        float acc[12] = {0};
+        for (int th = 0; th < nthreads; ++th)
+            for (int k = 0; k < 12; ++k) acc[k] += tl[((size_t)th * n_cam + bc) * 12 + k];
+        float* out = v_viewmats + 16 * bc;
+        for (int i = 0; i < 3; ++i) {
+            for (int j = 0; j < 3; ++j) out[4 * i + j] = acc[3 * i + j];
+            out[4 * i + 3] = acc[9 + i];
+        }
+        for (int j = 0; j < 4; ++j) out[12 + j] = 0.f;
+    }
+}
+
 void project_backward(const Geometry& g, const float* means, const float* quats, const float* scales,
                       const float* opacities, const float* viewmats, const float* Ks,
                       const float* v_means2d, const float* v_conics, const float* v_depths,
                       const float* v_opac_out, float* v_means, float* v_quats, float* v_scales,
-                      float* v_opacities) {
+                      float* v_opacities, float* v_viewmats) {
     const int64_t total = (int64_t)g.B * g.N;
+    const int64_t n_cam = (int64_t)g.B * g.C;
     ProjectSettings st{g.near_plane, g.far_plane, g.eps2d, g.antialiased};
-#pragma omp parallel for schedule(static)
-    for (int64_t gi = 0; gi < total; ++gi) {
-        int64_t b = gi / g.N, n = gi % g.N;
-        float vm[3] = {0, 0, 0}, vq[4] = {0, 0, 0, 0}, vs[3] = {0, 0, 0}, vo = 0.f;
-        for (int c = 0; c < g.C; ++c) {
-            int64_t bc = b * g.C + c, idx = bc * g.N + n;
-            Camera cam = make_camera(viewmats + 16 * bc, Ks + 9 * bc, g.width, g.height);
-            ::avatar::project_backward(means + 3 * gi, quats + 4 * gi, scales + 3 * gi, opacities[gi], cam, st,
-                             v_means2d + 2 * idx, v_conics + 3 * idx, v_depths[idx], v_opac_out[idx],
-                             vm, vq, vs, &vo);
+    const int nthreads = num_threads();
+    std::vector<float> tl((size_t)nthreads * n_cam * 12, 0.f);
+#pragma omp parallel num_threads(nthreads)
+    {
+        float* cam_acc = tl.data() + (size_t)thread_id() * n_cam * 12;
+#pragma omp for schedule(static)
+        for (int64_t gi = 0; gi < total; ++gi) {
+            int64_t b = gi / g.N, n = gi % g.N;
+            float vm[3] = {0, 0, 0}, vq[4] = {0, 0, 0, 0}, vs[3] = {0, 0, 0}, vo = 0.f;
+            for (int c = 0; c < g.C; ++c) {
+                int64_t bc = b * g.C + c, idx = bc * g.N + n;
+                Camera cam = make_camera(viewmats + 16 * bc, Ks + 9 * bc, g.width, g.height);
+                float* vc = cam_acc + 12 * bc;
+                ::avatar::project_backward(means + 3 * gi, quats + 4 * gi, scales + 3 * gi, opacities[gi], cam, st,
+                                           v_means2d + 2 * idx, v_conics + 3 * idx, v_depths[idx], v_opac_out[idx],
+                                           vm, vq, vs, &vo, vc, vc + 9);
+            }
+            for (int k = 0; k < 3; ++k) v_means[3 * gi + k] = vm[k];
+            for (int k = 0; k < 4; ++k) v_quats[4 * gi + k] = vq[k];
+            for (int k = 0; k < 3; ++k) v_scales[3 * gi + k] = vs[k];
+            v_opacities[gi] = vo;
         }
-        for (int k = 0; k < 3; ++k) v_means[3 * gi + k] = vm[k];
-        for (int k = 0; k < 4; ++k) v_quats[4 * gi + k] = vq[k];
-        for (int k = 0; k < 3; ++k) v_scales[3 * gi + k] = vs[k];
-        v_opacities[gi] = vo;
     }
+    reduce_camera_grads(tl, nthreads, n_cam, v_viewmats);
 }
 
 void sh_forward(int B, int C, int N, int K, int degree, const float* coeffs, const float* means,
@@ -139,23 +163,33 @@ void sh_forward(int B, int C, int N, int K, int degree, const float* coeffs, con
 }
 
 void sh_backward(int B, int C, int N, int K, int degree, const float* coeffs, const float* means,
-                 const float* viewmats, const float* v_colors, float* v_coeffs, float* v_means) {
+                 const float* viewmats, const float* v_colors, float* v_coeffs, float* v_means,
+                 float* v_viewmats) {
     const int64_t total = (int64_t)B * N;
-#pragma omp parallel for schedule(static)
-    for (int64_t gi = 0; gi < total; ++gi) {
-        int64_t b = gi / N, n = gi % N;
-        float* vc = v_coeffs + (int64_t)K * 3 * gi;
-        for (int k = 0; k < 3 * K; ++k) vc[k] = 0.f;
-        float vm[3] = {0, 0, 0};
-        for (int c = 0; c < C; ++c) {
-            int64_t bc = b * C + c, idx = bc * N + n;
-            float campos[3];
-            camera_center(viewmats + 16 * bc, campos);
-            ::avatar::sh_backward(degree, coeffs + (int64_t)K * 3 * gi, means + 3 * gi, campos, v_colors + 3 * idx,
-                        vc, vm);
+    const int64_t n_cam = (int64_t)B * C;
+    const int nthreads = num_threads();
+    std::vector<float> tl((size_t)nthreads * n_cam * 12, 0.f);
+#pragma omp parallel num_threads(nthreads)
+    {
+        float* cam_acc = tl.data() + (size_t)thread_id() * n_cam * 12;
+#pragma omp for schedule(static)
+        for (int64_t gi = 0; gi < total; ++gi) {
+            int64_t b = gi / N, n = gi % N;
+            float* vc = v_coeffs + (int64_t)K * 3 * gi;
+            for (int k = 0; k < 3 * K; ++k) vc[k] = 0.f;
+            float vm[3] = {0, 0, 0};
+            for (int c = 0; c < C; ++c) {
+                int64_t bc = b * C + c, idx = bc * N + n;
+                float campos[3], v_campos[3] = {0.f, 0.f, 0.f};
+                camera_center(viewmats + 16 * bc, campos);
+                ::avatar::sh_backward(degree, coeffs + (int64_t)K * 3 * gi, means + 3 * gi, campos,
+                                      v_colors + 3 * idx, vc, vm, v_campos);
+                camera_center_backward(viewmats + 16 * bc, v_campos, cam_acc + 12 * bc, cam_acc + 12 * bc + 9);
+            }
+            for (int k = 0; k < 3; ++k) v_means[3 * gi + k] = vm[k];
         }
-        for (int k = 0; k < 3; ++k) v_means[3 * gi + k] = vm[k];
     }
+    reduce_camera_grads(tl, nthreads, n_cam, v_viewmats);
 }
 
 // Bin the splats of one image into tiles: offsets [T+1] (relative to `base`), ids sorted by

@@ -36,7 +36,8 @@ void project_backward(const Geometry& g, const float* means, const float* quats,
                       float* v_means,          // [B,N,3]  (written)
                       float* v_quats,          // [B,N,4]
                       float* v_scales,         // [B,N,3]
-                      float* v_opacities);     // [B,N]
+                      float* v_opacities,      // [B,N]
+                      float* v_viewmats);      // [B,C,4,4] (written; bottom row 0)
 
 void sh_forward(int B, int C, int N, int K, int degree,
                 const float* coeffs,    // [B,N,K,3]
@@ -48,7 +49,8 @@ void sh_backward(int B, int C, int N, int K, int degree, const float* coeffs, co
                  const float* viewmats,
                  const float* v_colors,  // [B,C,N,3]
                  float* v_coeffs,        // [B,N,K,3] (written)
-                 float* v_means);        // [B,N,3]   (written)
+                 float* v_means,         // [B,N,3]   (written)
+                 float* v_viewmats);     // [B,C,4,4] (written; bottom row 0)
 
 // Tile binning + front-to-back compositing. tile_offsets [I*T+1] and tile_ids (Gaussian index per
 // (image, tile) entry, sorted by (tile, depth, index)) are filled for the backward pass.

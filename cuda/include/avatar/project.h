@@ -152,12 +152,14 @@ AVATAR_HD void project_forward(const float* mean, const float* quat, const float
     out.opacity = project_opacity(opacity, k, st, &comp);
 }
 
-// Backward of project_forward. Accumulates (+=) into v_mean[3], v_quat[4], v_scale[3], v_opacity.
+// Backward of project_forward. Accumulates (+=) into v_mean[3], v_quat[4], v_scale[3], v_opacity,
+// and, when v_R is not null, into v_R[9] / v_t[3] (the world-to-camera rotation and translation).
 // v_mean2d[2], v_conic[3], v_depth, v_opac_out are the output gradients.
 AVATAR_HD void project_backward(const float* mean, const float* quat, const float* scale, float opacity,
                                 const Camera& cam, const ProjectSettings& st, const float* v_mean2d,
                                 const float* v_conic, float v_depth, float v_opac_out, float* v_mean,
-                                float* v_quat, float* v_scale, float* v_opacity) {
+                                float* v_quat, float* v_scale, float* v_opacity, float* v_R = nullptr,
+                                float* v_t = nullptr) {
     ProjectCache k;
     Projected out;
     project_compute(mean, quat, scale, cam, st, k, out);
@@ -224,10 +226,17 @@ AVATAR_HD void project_backward(const float* mean, const float* quat, const floa
             if (k.clamp_x) v_p[2] += rx * v_tx; else v_p[0] += v_tx;
             if (k.clamp_y) v_p[2] += ry * v_ty; else v_p[1] += v_ty;
         }
-        // Sigma_c = R Sigma R^T -> v_Sigma = R^T v_Sigma_c R
+        // Sigma_c = R Sigma R^T -> v_Sigma = R^T v_Sigma_c R, v_R += 2 v_Sigma_c R Sigma (both symmetric)
         float tmp[9], v_Sigma[9];
         mat3_mul_at(cam.R, v_cov_c, tmp);
         mat3_mul(tmp, cam.R, v_Sigma);
+        if (v_R) {
+            float Sigma[9], RS[9], G3[9];
+            mat3_mul_bt(k.M, k.M, Sigma);
+            mat3_mul(cam.R, Sigma, RS);
+            mat3_mul(v_cov_c, RS, G3);
+            for (int i = 0; i < 9; ++i) v_R[i] += 2.f * G3[i];
+        }
         // Sigma = M M^T -> v_M = (v_Sigma + v_Sigma^T) M
         float v_M[9];
         for (int i = 0; i < 3; ++i)
@@ -255,9 +264,15 @@ AVATAR_HD void project_backward(const float* mean, const float* quat, const floa
         float dot = (ss > 1e-24f) ? (k.qn[0] * v_qn[0] + k.qn[1] * v_qn[1] + k.qn[2] * v_qn[2] + k.qn[3] * v_qn[3]) : 0.f;
         for (int i = 0; i < 4; ++i) v_quat[i] += (v_qn[i] - k.qn[i] * dot) / k.qnorm;
     }
-    // p = R mu + t -> v_mu = R^T v_p
+    // p = R mu + t -> v_mu = R^T v_p, v_R += v_p mu^T, v_t += v_p
     for (int j = 0; j < 3; ++j)
         v_mean[j] += cam.R[j] * v_p[0] + cam.R[3 + j] * v_p[1] + cam.R[6 + j] * v_p[2];
+    if (v_R) {
+        for (int i = 0; i < 3; ++i) {
+            for (int j = 0; j < 3; ++j) v_R[3 * i + j] += v_p[i] * mean[j];
+            v_t[i] += v_p[i];
+        }
+    }
 }
 
 }  // namespace avatar

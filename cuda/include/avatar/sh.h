@@ -81,9 +81,10 @@ AVATAR_HD void sh_forward(int deg, const float* coeffs, const float* dir, float*
     }
 }
 
-// Backward: accumulates v_coeffs [K,3] (+=) and v_mean[3] (+=, through the view direction).
+// Backward: accumulates v_coeffs [K,3] (+=), v_mean[3] (+=, through the view direction) and, when
+// not null, v_campos[3] (+=).
 AVATAR_HD void sh_backward(int deg, const float* coeffs, const float* mean, const float* campos,
-                           const float* v_rgb, float* v_coeffs, float* v_mean) {
+                           const float* v_rgb, float* v_coeffs, float* v_mean, float* v_campos = nullptr) {
     float dir[3];
     float n = sh_direction(mean, campos, dir);
     float Y[16], dY[48];
@@ -107,7 +108,22 @@ AVATAR_HD void sh_backward(int deg, const float* coeffs, const float* mean, cons
     float d0 = mean[0] - campos[0], d1 = mean[1] - campos[1], d2 = mean[2] - campos[2];
     float ss = d0 * d0 + d1 * d1 + d2 * d2;
     float dot = (ss > 1e-24f) ? (dir[0] * v_dir[0] + dir[1] * v_dir[1] + dir[2] * v_dir[2]) : 0.f;
-    for (int i = 0; i < 3; ++i) v_mean[i] += (v_dir[i] - dir[i] * dot) / n;
+    for (int i = 0; i < 3; ++i) {
+        const float v_d = (v_dir[i] - dir[i] * dot) / n;
+        v_mean[i] += v_d;
+        if (v_campos) v_campos[i] -= v_d;
+    }
+}
+
+// campos = -R^T t: accumulate v_campos into the viewmat's v_R[9] and v_t[3].
+AVATAR_HD void camera_center_backward(const float* viewmat, const float* v_campos, float* v_R, float* v_t) {
+    for (int i = 0; i < 3; ++i) {
+        const float t_i = viewmat[4 * i + 3];
+        for (int j = 0; j < 3; ++j) {
+            v_R[3 * i + j] -= t_i * v_campos[j];
+            v_t[i] -= viewmat[4 * i + j] * v_campos[j];
+        }
+    }
 }
 
 // Camera centre in world coordinates from a row-major 4x4 world-to-camera matrix: -R^T t.
