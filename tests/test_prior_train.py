@@ -1,5 +1,4 @@
 """Motion-prior training: it learns (and learns style), resume is exact, 2-process gloo DDP = 1 process."""
-import dataclasses
 import os
 import socket
 

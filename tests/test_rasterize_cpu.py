@@ -1,5 +1,6 @@
 """The `cpu` backend (C++/OpenMP twin of the CUDA kernels) against the torch reference, forward and
-backward, with the same random output gradients pushed through both.
+backward (means, quats, scales, opacities, colours/SH, backgrounds, viewmats, means2d), with the
+same random output gradients pushed through both.
 
 Tolerances: colours/alphas abs 2e-5 (expected depth abs 1e-4, it is divided by alpha); gradients
 elementwise |cpu - torch| <= 1e-3 * |torch| + 2e-4 * max|torch grad| (float32 summation-order
@@ -19,7 +20,8 @@ NAMES = ("means", "quats", "scales", "opacities", "colors")
 def _render(backend, g, vm, K, W, H, bg, seed, **kw):
     leaves = {k: g[k].clone().requires_grad_(True) for k in NAMES}
     bgl = None if bg is None else bg.clone().requires_grad_(True)
-    img, alpha, meta = rasterize(*(leaves[k] for k in NAMES), vm, K, W, H, backgrounds=bgl,
+    vml = vm.clone().requires_grad_(True)
+    img, alpha, meta = rasterize(*(leaves[k] for k in NAMES), vml, K, W, H, backgrounds=bgl,
                                  backend=backend, **kw)
     assert meta["backend"] == backend
     gen = torch.Generator().manual_seed(seed)
@@ -28,6 +30,7 @@ def _render(backend, g, vm, K, W, H, bg, seed, **kw):
     ((img * v_img).sum() + (alpha * v_alpha).sum()).backward()
     grads = {k: leaves[k].grad for k in NAMES}
     grads["means2d"] = meta["means2d"].grad
+    grads["viewmats"] = vml.grad
     if bgl is not None:
         grads["backgrounds"] = bgl.grad
     return img, alpha, meta, grads
@@ -129,17 +132,17 @@ def test_auto_prefers_cpu_for_float32_cpu_tensors():
         rasterize(*(g[k].double() for k in NAMES), vm.double(), Ks.double(), 16, 16, backend="cpu")
 
 
-def test_camera_gradients_only_on_torch():
+def test_intrinsics_gradients_only_on_torch():
     g = gaussians((), 8)
     vm, Ks = camera(1, 16, 16)
-    vm.requires_grad_(True)
-    with pytest.raises(ValueError, match="does not differentiate w.r.t. cameras"):
+    Ks.requires_grad_(True)
+    with pytest.raises(ValueError, match="does not differentiate w.r.t. intrinsics"):
         rasterize(*(g[k] for k in NAMES), vm, Ks, 16, 16, backend="cpu")
     with pytest.warns(UserWarning, match="torch reference"):
         img, _, meta = rasterize(*(g[k] for k in NAMES), vm, Ks, 16, 16)
     assert meta["backend"] == "torch"
     img.sum().backward()
-    assert vm.grad is not None and torch.isfinite(vm.grad).all()
+    assert Ks.grad is not None and torch.isfinite(Ks.grad).all()
     with torch.no_grad():                                            # no grad wanted: native is fine
         _, _, meta = rasterize(*(g[k] for k in NAMES), vm, Ks, 16, 16)
     assert meta["backend"] == "cpu"

@@ -16,7 +16,8 @@ def _run(backend, g, vm, K, W, H, bg, **kw):
     dev = torch.device("cuda")
     leaves = {k: g[k].to(dev).clone().requires_grad_(True) for k in NAMES}
     bgl = None if bg is None else bg.to(dev).clone().requires_grad_(True)
-    img, alpha, meta = rasterize(*(leaves[k] for k in NAMES), vm.to(dev), K.to(dev), W, H,
+    vml = vm.to(dev).clone().requires_grad_(True)
+    img, alpha, meta = rasterize(*(leaves[k] for k in NAMES), vml, K.to(dev), W, H,
                                  backgrounds=bgl, backend=backend, **kw)
     gen = torch.Generator().manual_seed(0)
     v_img = torch.randn(img.shape, generator=gen).to(dev)
@@ -24,6 +25,7 @@ def _run(backend, g, vm, K, W, H, bg, **kw):
     ((img * v_img).sum() + (alpha * v_alpha).sum()).backward()
     grads = {k: leaves[k].grad for k in NAMES}
     grads["means2d"] = meta["means2d"].grad
+    grads["viewmats"] = vml.grad
     if bgl is not None:
         grads["backgrounds"] = bgl.grad
     return img, alpha, meta, grads

@@ -36,7 +36,7 @@ from avatar.model.motion_prior_config import MotionPriorConfig
 
 
 def _default_train() -> PriorTrainConfig:
-    return PriorTrainConfig(steps=1200, batch_size=16, window_frames=64, ref_frames=125, lr=1e-3, warmup_steps=100,
+    return PriorTrainConfig(steps=1000, batch_size=16, window_frames=64, ref_frames=125, lr=1e-3, warmup_steps=100,
                             checkpoint_every=0, log_every=100)
 
 
@@ -208,7 +208,6 @@ def run_bench(b: BenchPrior) -> Dict[str, Any]:
     import torch
 
     from avatar.apps.prior import finetune_prior
-    from avatar.apps.prior_data import PriorClip
     from avatar.apps.prior_trainer import train_prior
     from avatar.audio.features import AudioFeatureConfig
     from avatar.model.motion_prior import frame_pitch
@@ -228,6 +227,7 @@ def run_bench(b: BenchPrior) -> Dict[str, Any]:
     per_id: List[Dict[str, Any]] = []
     np_ = int(round(b.personal_seconds * fps))
     t_personal = t_finetune = 0.0
+
     def evaluate(c, np_):
         nonlocal t_personal, t_finetune
         ref, test = c.slice(0, np_, c.name + "_personal"), c.slice(np_, c.num_frames, c.name + "_test")
@@ -269,7 +269,8 @@ def run_bench(b: BenchPrior) -> Dict[str, Any]:
                        "ground_truth": float((gt @ w_open).clamp_min(0).mean())}
         gt_open, pr_open = (gt @ w_open).numpy(), (p_style @ w_open).numpy()
         return {
-            "identity": c.name, "style": c.info.get("style") or {k: v for k, v in c.info.items() if k.startswith("style")}, "test_frames": int(test.num_frames),
+            "identity": c.name, "test_frames": int(test.num_frames),
+            "style": c.info.get("style") or {k: v for k, v in c.info.items() if k.startswith("style")},
             "motion_err_prior_style": _nmse(p_style, gt), "motion_err_prior": _nmse(p_plain, gt),
             "motion_err_personal_only": _nmse(p_personal, gt), "motion_err_prior_finetuned": _nmse(p_ft, gt),
             "mouth_open_corr_prior_style": float(np.corrcoef(gt_open, pr_open)[0, 1]),
@@ -314,12 +315,11 @@ def run_bench(b: BenchPrior) -> Dict[str, Any]:
     if real:
         summary["real_speech_open_envelope_corr"] = float(np.mean([r["open_envelope_corr"] for r in real.values()]))
         summary["silence_to_real_speech_opening_ratio"] = float(np.mean([r["silence_ratio"] for r in real.values()]))
-    import numpy
     return {
         "benchmark": "prior",
         "device": {"kind": "cpu", "cpu": platform.processor() or platform.machine(), "threads": b.threads,
                    "cpu_count": os.cpu_count()},
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__},
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
         "settings": {
             "data": source,
             "motion_space": space,

@@ -4,6 +4,9 @@
     predict_prior(prior_path, wav, fps, num_frames, style=None) -> {"motion" [F, M], "blink" [F], "head_pose" [F, 6]}
     style_from_capture(capture_dir, seconds=5.0, prior_path=None) -> (ref_audio_feats [R, D], ref_motion [R, M])
     check_prior_for_capture(prior_path, capture_dir) -> None (PriorCheckpointError on a mismatch)
+    motion_for_training(prior_path, ds, source="tracked"|"predicted") -> np.float32 [F_ds, M]   (avatar train --prior)
+    motion_fn_for(prior_path, wav, fps, num_frames, style=None) -> motion_fn(t) -> [M]       (avatar drive --prior)
+    finetune_on_capture(prior_path, capture_dir, out=None, steps=300, ...) -> Path           (personalisation)
 
 Data-parallel training: `torchrun --nproc_per_node 2 -m avatar prior train DIR ... --out prior.pt`
 (gloo on CPU, nccl on GPU); without torchrun it trains in one process.
@@ -105,20 +108,30 @@ class PriorFinetune:
     """Continue an interrupted fine-tune from OUT's .train.pt."""
 
     def main(self) -> int:
-        from avatar.apps.prior_data import load_clip
-        from avatar.apps.prior_trainer import train_prior
-        from avatar.model.motion_prior import MotionPrior
-
-        prior = MotionPrior.load(self.prior)
-        clip, ms = load_clip(self.capture, _audio_cfg(prior.audio_features))
-        out = self.out or self.prior.with_name(f"{self.prior.stem}_{Path(self.capture).name}.pt")
-        ref = max(1, min(clip.num_frames, int(round(self.ref_seconds * clip.fps))))
-        tcfg = PriorTrainConfig(steps=self.steps, lr=self.lr, batch_size=self.batch_size, warmup_steps=min(20, self.steps),
-                                style_dropout=0.0, style_augment=0.0, window_frames=min(64, clip.num_frames), ref_frames=ref,
-                                checkpoint_every=max(50, self.steps // 4), log_every=50)
-        finetune_prior(prior, clip, ms, tcfg, out, ref_frames=ref, resume=self.resume)
+        out = finetune_on_capture(self.prior, self.capture, self.out, steps=self.steps, lr=self.lr,
+                                  batch_size=self.batch_size, ref_seconds=self.ref_seconds, resume=self.resume)
         _log(f"wrote {out}")
         return 0
+
+
+def finetune_on_capture(prior_path, capture_dir, out=None, *, steps: int = 300, lr: float = 2e-4, batch_size: int = 8,
+                        ref_seconds: float = 5.0, resume: bool = False) -> Path:
+    """Fine-tune the prior at `prior_path` on one person's capture folder and store their first
+    `ref_seconds` as its style reference; returns the new prior's path (default PRIOR_<capture>.pt).
+    The capture's motion space must be the prior's (PriorCheckpointError otherwise)."""
+    from avatar.apps.prior_data import load_clip
+    from avatar.model.motion_prior import MotionPrior
+
+    prior_path = Path(prior_path)
+    prior = MotionPrior.load(prior_path)
+    clip, ms = load_clip(capture_dir, _audio_cfg(prior.audio_features))
+    out = Path(out) if out is not None else prior_path.with_name(f"{prior_path.stem}_{Path(capture_dir).name}.pt")
+    ref = max(1, min(clip.num_frames, int(round(ref_seconds * clip.fps))))
+    tcfg = PriorTrainConfig(steps=steps, lr=lr, batch_size=batch_size, warmup_steps=min(20, steps), style_dropout=0.0,
+                            style_augment=0.0, window_frames=min(64, clip.num_frames), ref_frames=ref,
+                            checkpoint_every=max(50, steps // 4), log_every=50)
+    finetune_prior(prior, clip, ms, tcfg, out, ref_frames=ref, resume=resume)
+    return out
 
 
 def finetune_prior(prior, clip, motion_space, tcfg: PriorTrainConfig, out: Optional[Path], ref_frames: int,

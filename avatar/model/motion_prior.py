@@ -124,8 +124,8 @@ class _Block(nn.Module):
         q = q.view(b, t, self.heads, -1).transpose(1, 2)                          # [B, H, T, hd]
         k = k.view(b, kv_in.shape[1], self.heads, -1).transpose(1, 2)             # [B, H, S, hd]
         v = v.view(b, kv_in.shape[1], self.heads, -1).transpose(1, 2)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype)[None],
-                                           dropout_p=self.dropout if self.training else 0.0)
+        # no dropout on the attention weights: with a float mask it forces the slow math kernel on CPU
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype)[None])
         x = x + self.drop(self.proj(a.transpose(1, 2).reshape(b, t, d)))
         return x + self.drop(self.ff(self.ln2(x)))
 

@@ -69,16 +69,16 @@ def backends() -> Dict[str, Tuple[bool, str]]:
 def resolve(backend: str, like: torch.Tensor, camera_grad: bool = False) -> str:
     """Pick the backend for tensors like `like`: `auto` = cuda -> gsplat -> cpu -> torch among
     those that can run on its device and dtype (native backends compute in float32).
-    camera_grad: viewmats/Ks require gradients, which only the torch reference provides."""
+    camera_grad: Ks require gradients, which only the torch reference provides."""
     if backend not in NAMES + ("auto",):
         raise ValueError(f"rasterize: `backend` must be one of {('auto',) + NAMES}, got {backend!r}")
     if camera_grad and torch.is_grad_enabled():
         if backend not in ("auto", "torch"):
-            raise ValueError(f"rasterize: `viewmats`/`Ks` require grad, but backend {backend!r} does not "
-                             "differentiate w.r.t. cameras; use backend='torch' or detach them")
+            raise ValueError(f"rasterize: `Ks` requires grad, but backend {backend!r} does not "
+                             "differentiate w.r.t. intrinsics; use backend='torch' or detach it")
         if backend == "auto":
-            warnings.warn("rasterize: viewmats/Ks require grad -> using the (slow) torch reference backend, "
-                          "the only one that differentiates w.r.t. cameras; detach them to use a native "
+            warnings.warn("rasterize: Ks requires grad -> using the (slow) torch reference backend, "
+                          "the only one that differentiates w.r.t. intrinsics; detach Ks to use a native "
                           "backend", stacklevel=3)
             return "torch"
     on_cuda = like.device.type == "cuda"

@@ -45,7 +45,9 @@ def _prebuilt_is_stale(kind: str, srcs: List[str]) -> bool:
         return False
     if spec is None or not spec.origin or not srcs:
         return False
-    headers = glob.glob(str(CUDA_DIR / "include" / "avatar" / "*.h"))
+    other = "cuda.h" if kind == "cpu" else "cpu.h"        # the other build's entry-point header
+    headers = [h for h in glob.glob(str(CUDA_DIR / "include" / "avatar" / "*.h"))
+               if os.path.basename(h) != other]
     newest = max(os.path.getmtime(f) for f in srcs + headers)
     return newest > os.path.getmtime(spec.origin)
 

@@ -38,8 +38,8 @@ def rasterize(
     "ED" is the expected depth = accumulated depth / alpha), alphas [..., C, H, W, 1] and meta:
     means2d [..., C, N, 2] (its .grad is filled by backward: use it for densification), radii
     [..., C, N] int32 (0 = culled), depths [..., C, N] camera z, backend (the name used).
-    Differentiable w.r.t. means, quats, scales, opacities, colors and backgrounds on every backend
-    (viewmats and Ks receive gradients on the torch backend only).
+    Differentiable w.r.t. means, quats, scales, opacities, colors, backgrounds and viewmats on every
+    backend (Ks receive gradients on the torch backend only; `auto` then picks it, with a warning).
     Backgrounds are composited as colors + (1 - alpha) * background on the colour channels.
     `check_finite=False` skips the NaN/inf/range scans (each costs a device sync on GPU).
     """
@@ -47,7 +47,7 @@ def rasterize(
                        near_plane=near_plane, far_plane=far_plane, sh_degree=sh_degree,
                        backgrounds=backgrounds, render_mode=render_mode, eps2d=eps2d,
                        rasterize_mode=rasterize_mode, check_finite=check_finite)
-    name = _backends.resolve(backend, means, camera_grad=viewmats.requires_grad or Ks.requires_grad)
+    name = _backends.resolve(backend, means, camera_grad=Ks.requires_grad)
     batch, N, C = chk.batch, chk.N, chk.C
     B = math.prod(batch)
     flat = dict(

@@ -73,13 +73,14 @@ std::vector<torch::Tensor> project_bwd(torch::Tensor means, torch::Tensor quats,
     auto g = geometry(means, viewmats, width, height, near_plane, far_plane, eps2d, antialiased);
     auto v_means = torch::empty_like(means), v_quats = torch::empty_like(quats);
     auto v_scales = torch::empty_like(scales), v_opacities = torch::empty_like(opacities);
+    auto v_viewmats = torch::zeros_like(viewmats);
     avatar::cuda::project_backward(g, means.data_ptr<float>(), quats.data_ptr<float>(), scales.data_ptr<float>(),
                                    opacities.data_ptr<float>(), viewmats.data_ptr<float>(), Ks.data_ptr<float>(),
                                    v_means2d.data_ptr<float>(), v_conics.data_ptr<float>(),
                                    v_depths.data_ptr<float>(), v_opac.data_ptr<float>(), v_means.data_ptr<float>(),
                                    v_quats.data_ptr<float>(), v_scales.data_ptr<float>(),
-                                   v_opacities.data_ptr<float>(), stream());
-    return {v_means, v_quats, v_scales, v_opacities};
+                                   v_opacities.data_ptr<float>(), v_viewmats.data_ptr<float>(), stream());
+    return {v_means, v_quats, v_scales, v_opacities, v_viewmats};
 }
 
 torch::Tensor sh_fwd(int64_t degree, torch::Tensor coeffs, torch::Tensor means, torch::Tensor viewmats) {
@@ -100,10 +101,11 @@ std::vector<torch::Tensor> sh_bwd(int64_t degree, torch::Tensor coeffs, torch::T
     const c10::cuda::CUDAGuard guard(means.device());
     int B = (int)means.size(0), N = (int)means.size(1), C = (int)viewmats.size(1), K = (int)coeffs.size(2);
     auto v_coeffs = torch::empty_like(coeffs), v_means = torch::empty_like(means);
+    auto v_viewmats = torch::zeros_like(viewmats);
     avatar::cuda::sh_backward(B, C, N, K, (int)degree, coeffs.data_ptr<float>(), means.data_ptr<float>(),
                               viewmats.data_ptr<float>(), v_colors.data_ptr<float>(), v_coeffs.data_ptr<float>(),
-                              v_means.data_ptr<float>(), stream());
-    return {v_coeffs, v_means};
+                              v_means.data_ptr<float>(), v_viewmats.data_ptr<float>(), stream());
+    return {v_coeffs, v_means, v_viewmats};
 }
 
 // means2d [I,N,2], conics [I,N,3], features [I,N,D], opacities [I,N], radii [I,N], depths [I,N]

@@ -13,6 +13,15 @@ constexpr int THREADS = 256;
 
 inline unsigned blocks_for(int64_t n) { return (unsigned)((n + THREADS - 1) / THREADS); }
 
+// Adds a [12] camera-gradient record (v_R row-major, v_t) into v_viewmat [4,4].
+__device__ void add_camera_grad(const float* rec, float* v_viewmat) {
+    for (int i = 0; i < 3; ++i) {
+        for (int j = 0; j < 3; ++j)
+            if (rec[3 * i + j] != 0.f) atomicAdd(v_viewmat + 4 * i + j, rec[3 * i + j]);
+        if (rec[9 + i] != 0.f) atomicAdd(v_viewmat + 4 * i + 3, rec[9 + i]);
+    }
+}
+
 __global__ void project_forward_kernel(Geometry g, const float* means, const float* quats,
                                        const float* scales, const float* opacities,
                                        const float* viewmats, const float* Ks, float* means2d,
@@ -40,7 +49,7 @@ __global__ void project_backward_kernel(Geometry g, const float* means, const fl
                                         const float* viewmats, const float* Ks, const float* v_means2d,
                                         const float* v_conics, const float* v_depths,
                                         const float* v_opac_out, float* v_means, float* v_quats,
-                                        float* v_scales, float* v_opacities) {
+                                        float* v_scales, float* v_opacities, float* v_viewmats) {
     int64_t gi = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (gi >= (int64_t)g.B * g.N) return;
     int64_t b = gi / g.N, n = gi % g.N;
@@ -49,9 +58,11 @@ __global__ void project_backward_kernel(Geometry g, const float* means, const fl
     for (int c = 0; c < g.C; ++c) {
         int64_t bc = b * g.C + c, idx = bc * g.N + n;
         Camera cam = make_camera(viewmats + 16 * bc, Ks + 9 * bc, g.width, g.height);
+        float rec[12] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
         ::avatar::project_backward(means + 3 * gi, quats + 4 * gi, scales + 3 * gi, opacities[gi], cam, st,
                                    v_means2d + 2 * idx, v_conics + 3 * idx, v_depths[idx], v_opac_out[idx],
-                                   vm, vq, vs, &vo);
+                                   vm, vq, vs, &vo, rec, rec + 9);
+        add_camera_grad(rec, v_viewmats + 16 * bc);
     }
     for (int k = 0; k < 3; ++k) v_means[3 * gi + k] = vm[k];
     for (int k = 0; k < 4; ++k) v_quats[4 * gi + k] = vq[k];
@@ -72,7 +83,7 @@ __global__ void sh_forward_kernel(int B, int C, int N, int K, int degree, const 
 
 __global__ void sh_backward_kernel(int B, int C, int N, int K, int degree, const float* coeffs,
                                    const float* means, const float* viewmats, const float* v_colors,
-                                   float* v_coeffs, float* v_means) {
+                                   float* v_coeffs, float* v_means, float* v_viewmats) {
     int64_t gi = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (gi >= (int64_t)B * N) return;
     int64_t b = gi / N, n = gi % N;
@@ -81,10 +92,13 @@ __global__ void sh_backward_kernel(int B, int C, int N, int K, int degree, const
     float vm[3] = {0.f, 0.f, 0.f};
     for (int c = 0; c < C; ++c) {
         int64_t bc = b * C + c, idx = bc * N + n;
-        float campos[3];
+        float campos[3], v_campos[3] = {0.f, 0.f, 0.f};
         camera_center(viewmats + 16 * bc, campos);
         ::avatar::sh_backward(degree, coeffs + (int64_t)K * 3 * gi, means + 3 * gi, campos, v_colors + 3 * idx,
-                              vc, vm);
+                              vc, vm, v_campos);
+        float rec[12] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+        camera_center_backward(viewmats + 16 * bc, v_campos, rec, rec + 9);
+        add_camera_grad(rec, v_viewmats + 16 * bc);
     }
     for (int k = 0; k < 3; ++k) v_means[3 * gi + k] = vm[k];
 }
@@ -104,12 +118,12 @@ void project_backward(const Geometry& g, const float* means, const float* quats,
                       const float* opacities, const float* viewmats, const float* Ks,
                       const float* v_means2d, const float* v_conics, const float* v_depths,
                       const float* v_opac_out, float* v_means, float* v_quats, float* v_scales,
-                      float* v_opacities, cudaStream_t stream) {
+                      float* v_opacities, float* v_viewmats, cudaStream_t stream) {
     int64_t n = (int64_t)g.B * g.N;
     if (n == 0) return;
     project_backward_kernel<<<blocks_for(n), THREADS, 0, stream>>>(
         g, means, quats, scales, opacities, viewmats, Ks, v_means2d, v_conics, v_depths, v_opac_out, v_means,
-        v_quats, v_scales, v_opacities);
+        v_quats, v_scales, v_opacities, v_viewmats);
 }
 
 void sh_forward(int B, int C, int N, int K, int degree, const float* coeffs, const float* means,
@@ -121,11 +135,11 @@ void sh_forward(int B, int C, int N, int K, int degree, const float* coeffs, con
 
 void sh_backward(int B, int C, int N, int K, int degree, const float* coeffs, const float* means,
                  const float* viewmats, const float* v_colors, float* v_coeffs, float* v_means,
-                 cudaStream_t stream) {
+                 float* v_viewmats, cudaStream_t stream) {
     int64_t n = (int64_t)B * N;
     if (n == 0) return;
     sh_backward_kernel<<<blocks_for(n), THREADS, 0, stream>>>(B, C, N, K, degree, coeffs, means, viewmats,
-                                                              v_colors, v_coeffs, v_means);
+                                                              v_colors, v_coeffs, v_means, v_viewmats);
 }
 
 }  // namespace cuda

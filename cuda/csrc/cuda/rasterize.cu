@@ -4,7 +4,8 @@
 // One 16x16 thread block per (tile, image); each thread owns one pixel. Splats of the tile's
 // depth-sorted run are staged in shared memory in batches of 256; the block stops as soon as all
 // of its pixels have terminated (transmittance would drop to <= 1e-4). The backward pass walks
-// the same runs in reverse and accumulates per-splat gradients with atomics.
+// the same runs in reverse and accumulates per-splat gradients with one atomic per warp (the
+// warp's lanes are summed with shuffles first).
 #include "avatar/cuda.h"
 #include "avatar/raster.h"
 
@@ -14,6 +15,12 @@ namespace cuda {
 namespace {
 
 constexpr int BLOCK = TILE * TILE;
+
+// Sum over the 32 lanes of a warp; the result is valid in lane 0.
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
+    return v;
+}
 
 __global__ void tile_counts_kernel(int I, int N, int tiles_x, int tiles_y, const float* means2d,
                                    const int32_t* radii, int32_t* counts) {
@@ -127,6 +134,7 @@ __global__ void raster_backward_kernel(int N, int D, int width, int height, int 
     const int T = tiles_x * gridDim.y;
     const int px = blockIdx.x * TILE + threadIdx.x, py = blockIdx.y * TILE + threadIdx.y;
     const int tid = threadIdx.y * TILE + threadIdx.x;
+    const int lane = tid & 31;
     const bool inside = px < width && py < height;
     const int64_t gofs = (int64_t)image * N;
     const int32_t start = tile_offsets[(int64_t)image * T + tile];
@@ -172,32 +180,51 @@ __global__ void raster_backward_kernel(int N, int D, int width, int height, int 
         }
         __syncthreads();
         const int cnt = top - lo;
+        // every thread walks the same k sequence, so a warp can sum its lanes' gradients for splat
+        // k with shuffles and issue one atomic per value instead of 32
         for (int k = 0; k < cnt; ++k) {
             const int32_t entry = top - 1 - k;
-            if (entry >= my_last) continue;
-            const float dx = s_m[k][0] - fx, dy = s_m[k][1] - fy;
-            const float sigma = splat_sigma(s_con[k], dx, dy);
-            float alpha, raw;
-            if (!splat_alpha(s_op[k], sigma, &alpha, &raw)) continue;
-            const float om = 1.f - alpha;
-            Tr = Tr / om;
-            const float w = alpha * Tr;
+            bool valid = entry < my_last;
+            float dx = 0.f, dy = 0.f, sigma = 0.f, alpha = 0.f, raw = 0.f;
+            if (valid) {
+                dx = s_m[k][0] - fx;
+                dy = s_m[k][1] - fy;
+                sigma = splat_sigma(s_con[k], dx, dy);
+                valid = splat_alpha(s_op[k], sigma, &alpha, &raw);
+            }
+            if (!__any_sync(0xffffffffu, valid)) continue;           // warp-uniform
             const int64_t gi = gofs + s_id[k];
             const float* f = features + gi * D;
-            float v_alpha = vA * T_final / om;
+            float w = 0.f, om = 1.f;
+            float v_alpha = 0.f;
+            if (valid) {
+                om = 1.f - alpha;
+                Tr = Tr / om;
+                w = alpha * Tr;
+                v_alpha = vA * T_final / om;
+                for (int d = 0; d < D; ++d) v_alpha += vC[d] * (f[d] * Tr - S[d] / om);
+                for (int d = 0; d < D; ++d) S[d] += f[d] * w;
+            }
             for (int d = 0; d < D; ++d) {
-                v_alpha += vC[d] * (f[d] * Tr - S[d] / om);
-                atomicAdd(v_features + gi * D + d, w * vC[d]);
-                S[d] += f[d] * w;
+                const float v = warp_sum(valid ? w * vC[d] : 0.f);
+                if (lane == 0 && v != 0.f) atomicAdd(v_features + gi * D + d, v);
             }
             float vm[2] = {0.f, 0.f}, vc[3] = {0.f, 0.f, 0.f}, vo = 0.f;
-            splat_alpha_backward(s_op[k], s_con[k], dx, dy, sigma, raw, alpha, v_alpha, vm, vc, &vo);
-            atomicAdd(v_means2d + 2 * gi, vm[0]);
-            atomicAdd(v_means2d + 2 * gi + 1, vm[1]);
-            atomicAdd(v_conics + 3 * gi, vc[0]);
-            atomicAdd(v_conics + 3 * gi + 1, vc[1]);
-            atomicAdd(v_conics + 3 * gi + 2, vc[2]);
-            atomicAdd(v_opacities + gi, vo);
+            if (valid) splat_alpha_backward(s_op[k], s_con[k], dx, dy, sigma, raw, alpha, v_alpha, vm, vc, &vo);
+            vm[0] = warp_sum(vm[0]);
+            vm[1] = warp_sum(vm[1]);
+            vc[0] = warp_sum(vc[0]);
+            vc[1] = warp_sum(vc[1]);
+            vc[2] = warp_sum(vc[2]);
+            vo = warp_sum(vo);
+            if (lane == 0) {
+                atomicAdd(v_means2d + 2 * gi, vm[0]);
+                atomicAdd(v_means2d + 2 * gi + 1, vm[1]);
+                atomicAdd(v_conics + 3 * gi, vc[0]);
+                atomicAdd(v_conics + 3 * gi + 1, vc[1]);
+                atomicAdd(v_conics + 3 * gi + 2, vc[2]);
+                atomicAdd(v_opacities + gi, vo);
+            }
         }
     }
 }

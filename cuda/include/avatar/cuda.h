@@ -24,13 +24,16 @@ void project_backward(const Geometry& g, const float* means, const float* quats,
                       const float* opacities, const float* viewmats, const float* Ks,
                       const float* v_means2d, const float* v_conics, const float* v_depths,
                       const float* v_opac_out, float* v_means, float* v_quats, float* v_scales,
-                      float* v_opacities, cudaStream_t stream);
+                      float* v_opacities,
+                      float* v_viewmats,       // [B,C,4,4], zero-initialised (atomics)
+                      cudaStream_t stream);
 
 void sh_forward(int B, int C, int N, int K, int degree, const float* coeffs, const float* means,
                 const float* viewmats, float* colors, cudaStream_t stream);
 
 void sh_backward(int B, int C, int N, int K, int degree, const float* coeffs, const float* means,
                  const float* viewmats, const float* v_colors, float* v_coeffs, float* v_means,
+                 float* v_viewmats,            // [B,C,4,4], zero-initialised (atomics)
                  cudaStream_t stream);
 
 // Tile binning, step 1: number of tiles touched by each splat. counts [I*N].
