@@ -3,7 +3,20 @@ from pathlib import Path
 
 import pytest
 
-MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
+
+def _find_media() -> Path:
+    """Real test media: $AVATAR_MEDIA, else ../shared/media beside the checkout (this workplace keeps
+    it at /work/shared/media, which also serves clones made elsewhere, e.g. by CI)."""
+    candidates = [os.environ.get("AVATAR_MEDIA"),
+                  Path(__file__).resolve().parents[1].parent / "shared" / "media",
+                  "/work/shared/media"]
+    for c in candidates:
+        if c and Path(c).is_dir():
+            return Path(c)
+    return Path(candidates[1])
+
+
+MEDIA = _find_media()
 
 
 def pytest_collection_modifyitems(config, items):
