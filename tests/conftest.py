@@ -1,4 +1,6 @@
 import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see avatar/__init__.py
 from pathlib import Path
 
 import pytest

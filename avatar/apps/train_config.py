@@ -81,9 +81,9 @@ class OptimConfig:
     """Hash-table lr (trained with the canonical avatar and the deformation)."""
     lr_color_head: float = 1e-3
     """Triplane colour MLP lr."""
-    lr_audio: float = 1e-3
+    lr_audio: float = 3e-3
     """Audio encoder lr."""
-    lr_deform: float = 2e-3
+    lr_deform: float = 5e-3
     """Deformation nets lr (face and inside-mouth branches)."""
 
 

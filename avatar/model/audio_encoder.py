@@ -43,6 +43,10 @@ class AudioEncoder(nn.Module):
         self.pool = nn.MultiheadAttention(cfg.dim, cfg.heads, batch_first=True)
         self.norm = nn.LayerNorm(cfg.dim)
         self.out = nn.Linear(cfg.dim, cfg.latent_dim)
+        # direct path from the current frame's features: the latent follows the audio from step 0, while
+        # the attention learns what the neighbouring frames add (otherwise the latent starts nearly
+        # constant and a short training learns an audio-independent mean deformation)
+        self.skip = nn.Linear(in_dim, cfg.latent_dim)
 
     @property
     def window_size(self) -> int:
@@ -72,5 +76,5 @@ class AudioEncoder(nn.Module):
             x = blk(x, mask)
         q = self.query.expand(x.shape[0], -1, -1)
         pooled = self.pool(q, x, x, need_weights=False)[0][:, 0]  # [B, dim]
-        z = self.out(self.norm(pooled))
+        z = self.out(self.norm(pooled)) + self.skip(windows[:, self.cfg.window].float())
         return z[0] if single else z

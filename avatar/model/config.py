@@ -26,6 +26,10 @@ class TriplaneConfig:
     """Box (xmin, ymin, zmin, xmax, ymax, zmax) in metres (head frame) mapped to [0,1]^3."""
     impl: Literal["torch", "tcnn", "auto"] = "torch"
     """Lookup implementation; "auto" = tcnn when importable on CUDA, else torch."""
+    init_range: float = 0.05
+    """Tables start uniform in [-init_range, init_range]: random multi-resolution features from step 0, so
+    the (zero-initialised) deformation heads can tell Gaussians apart before the tables have learned
+    (tiny-cuda-nn's default 1e-4 leaves them nearly identical for hundreds of steps)."""
 
 
 @dataclass
@@ -62,9 +66,9 @@ class DeformConfig:
     """Condition on the blink value."""
     max_offset: float = 0.03
     """Bound on |Δmean| per axis in metres (tanh)."""
-    deform_color: bool = False
-    """Also predict a ΔRGB (colour logit) per Gaussian."""
-    pe_freqs: int = 4
+    deform_color: bool = True
+    """Also predict a ΔRGB (colour logit) per Gaussian (teeth/tongue/shadows appearing as the mouth opens)."""
+    pe_freqs: int = 6
     """Fourier frequencies of the canonical position (normalised to the triplane box) appended to the
     triplane feature as deformation input (0 = triplane feature only). Gives the net a spatial signal
     from step 0, before the hash tables have learned anything."""

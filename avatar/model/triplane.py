@@ -61,8 +61,8 @@ class HashTriplane(nn.Module):
         for s in sizes:
             self.offsets.append(self.offsets[-1] + s)
         F = cfg.n_features_per_level
-        # [3 planes, total entries, F]; tcnn's init: U(-1e-4, 1e-4)
-        self.tables = nn.Parameter(torch.empty(3, self.offsets[-1], F).uniform_(-1e-4, 1e-4))
+        # [3 planes, total entries, F]
+        self.tables = nn.Parameter(torch.empty(3, self.offsets[-1], F).uniform_(-cfg.init_range, cfg.init_range))
         self.register_buffer("lo", torch.tensor(cfg.bound[:3], dtype=torch.float32), persistent=False)
         self.register_buffer("hi", torch.tensor(cfg.bound[3:], dtype=torch.float32), persistent=False)
         impl = cfg.impl
