@@ -129,7 +129,9 @@ def run_demo(cfg: Demo) -> dict:
         "capture": str(data_dir), "checkpoint": str(ckpt), "video": str(out / "demo.mp4"),
         "preview": str(out / "preview.png"), "driving_audio": str(audio),
         "drive_frames": info["frames"], "drive_render_fps": info["render_fps"],
-        "heldout_eval": json.loads(evaluation.read_text()) if evaluation.is_file() else None,
+        "heldout_eval": ({k: v for k, v in json.loads(evaluation.read_text()).items()
+                          if isinstance(v, (int, float, str)) or v is None}
+                         if evaluation.is_file() else None),
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "total_s": round(time.perf_counter() - t0, 1),
     }
