@@ -163,5 +163,6 @@ def write_json(obj: Dict, path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(clean, f, indent=2)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600
     os.replace(tmp, path)
     return path

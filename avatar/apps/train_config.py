@@ -240,5 +240,6 @@ def save_config(cfg: TrainConfig, path: Union[str, Path]) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600
     os.replace(tmp, path)
     return path
