@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Literal, Optional
 
 import numpy as np
 
@@ -71,6 +71,9 @@ class BenchTrain:
     """torch threads for training (0 = torch default)."""
     seed: int = 0
     """Synthetic clip seed (the driving clip uses seed+1)."""
+    synth_landmarks: Literal["known", "mediapipe"] = "known"
+    """Landmark backend for capturing the synthetic clip: "known" feeds synth's ground-truth landmarks
+    (isolates training quality from tracking error), "mediapipe" runs the real detector on it."""
 
     def main(self) -> int:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -138,7 +141,8 @@ class BenchTrain:
 
     def _synthetic(self, work: Path) -> Dict[str, Any]:
         s = self.synth_size
-        clip, drive, cap = work / "synth", work / "synth_drive", work / "synth_capture"
+        clip, drive = work / "synth", work / "synth_drive"
+        cap = work / f"synth_capture_{self.synth_landmarks}"
         if not (clip / "video.mp4").is_file():
             _run_command("synth", ["--out", str(clip), "--seconds", str(self.synth_seconds), "--width", str(s),
                                    "--height", str(s), "--seed", str(self.seed), "--overwrite"])
@@ -146,7 +150,10 @@ class BenchTrain:
             _run_command("synth", ["--out", str(drive), "--seconds", str(self.drive_seconds), "--width", "64",
                                    "--height", "64", "--seed", str(self.seed + 1), "--no-masks", "--overwrite"])
         if not (cap / "transforms.json").is_file():
-            _run_command("capture", [str(clip / "video.mp4"), "--out", str(cap), "--size", str(s), "--overwrite"])
+            known = (["--backend", "known", "--known-landmarks", str(clip / "ground_truth.npz")]
+                     if self.synth_landmarks == "known" else [])
+            _run_command("capture", [str(clip / "video.mp4"), "--out", str(cap), "--size", str(s), "--overwrite"]
+                         + known)
         pair = self._train_pair(cap, work / "synth_runs", {})
         runs = pair["runs"]
         runs["drive"] = self._drive_corr(pair["trainers"]["dynamic"], pair["ds"], drive)
