@@ -36,7 +36,8 @@ def check_against(v, g):
     np.testing.assert_allclose(np.exp(np.stack([v[f"scale_{i}"] for i in range(3)], 1)), g["scales"],
                                rtol=1e-4)
     rgb = np.stack([v[f"f_dc_{i}"] for i in range(3)], 1) * SH_C0 + 0.5
-    np.testing.assert_allclose(rgb, g["colors"], atol=1e-5)
+    # colours pass float32 SH-DC encoding (x / C0, C0 ~ 0.28) and the deformed colour sum: ~1e-5 rounding
+    np.testing.assert_allclose(rgb, g["colors"], atol=5e-5)
     q = np.stack([v[f"rot_{i}"] for i in range(4)], 1)
     np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1, atol=1e-5)
     gq = g["quats"] / np.linalg.norm(g["quats"], axis=1, keepdims=True)

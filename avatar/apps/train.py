@@ -110,6 +110,42 @@ def reference_viewmats(data, cam_ids: np.ndarray):
     return refs
 
 
+def prepare_prior(cfg, ds, out_dir, reuse_finetuned: bool = False, log=None) -> Tuple[Optional[np.ndarray], Dict[str, str]]:
+    """`avatar train --prior`: the deformation net's motion input np.float32 [F, M] in the prior's motion
+    space (avatar.apps.prior.motion_for_training; PriorCheckpointError when the capture's motion space
+    is not the prior's) and the checkpoint meta that lets `avatar drive` find the prior:
+    {"prior": the prior to drive with (the fine-tuned one with cfg.prior_finetune), "prior_generic": cfg.prior}.
+    Switches cfg.model.deform.use_motion on. (None, {}) without cfg.prior."""
+    if not cfg.prior:
+        return None, {}
+    from avatar.model.motion_prior import PriorCheckpointError
+
+    generic = Path(cfg.prior).expanduser().resolve()
+    cfg.model.deform.use_motion = True
+    try:
+        return _prior_motion(cfg, ds, out_dir, generic, reuse_finetuned, log)
+    except PriorCheckpointError as e:
+        raise PriorCheckpointError(f"--prior {cfg.prior}: cannot be used with this capture: {e}") from e
+
+
+def _prior_motion(cfg, ds, out_dir, generic: Path, reuse_finetuned: bool, log):
+    from avatar.apps.prior import finetune_on_capture, motion_for_training
+
+    use = generic
+    if cfg.prior_finetune:
+        root = getattr(ds, "root", None)
+        if root is None:
+            raise TrainingError("prior_finetune needs a capture folder (the dataset has no root folder)")
+        motion_for_training(generic, ds)  # motion-space check before spending time on fine-tuning
+        use = (Path(out_dir) / "prior_finetuned.pt").resolve()
+        if not (reuse_finetuned and use.is_file()):
+            if log:
+                log(f"fine-tuning the prior {generic} on {root} ({cfg.prior_finetune_steps} steps)")
+            finetune_on_capture(generic, root, use, steps=cfg.prior_finetune_steps)
+    motion = motion_for_training(use, ds, source=cfg.prior_motion)  # [F, M]
+    return motion, {"prior": str(use), "prior_generic": str(generic)}
+
+
 GAUSSIAN_GROUPS = ("means", "quats", "log_scales", "opacities", "colors")
 CANONICAL_GROUPS = GAUSSIAN_GROUPS + ("triplane", "color_head")
 DEFORM_GROUPS = ("audio", "face_deform", "mouth_deform", "triplane")  # the triplane feeds the deformation too
@@ -135,7 +171,7 @@ def make_optimizer(model, cfg):
 class Trainer:
     """Trains an AvatarModel on a capture dataset object (avatar.data API) into `out_dir`."""
 
-    def __init__(self, cfg, dataset, out_dir, progress: bool = True, writer=None):
+    def __init__(self, cfg, dataset, out_dir, progress: bool = True, writer=None, resume: bool = False):
         torch = _import_torch()
         from avatar.apps.train_data import load_frames
         from avatar.model.strategy import DensifyStrategy
@@ -147,8 +183,11 @@ class Trainer:
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         self.device = torch.device(cfg.device)
+        # --prior: motion codes in the prior's space drive the deformation; meta tells `avatar drive` the prior
+        motion, self.prior_meta = prepare_prior(cfg, dataset, self.out, reuse_finetuned=resume,
+                                                log=(lambda m: print(f"[train] {m}")) if progress else None)
         self.data = load_frames(dataset, cfg.data, cfg.loss, cfg.audio_features, cfg.model.audio.window,
-                                cfg.model.deform.use_motion)
+                                cfg.model.deform.use_motion, motion=motion)
         if len(self.data.train_idx) == 0:
             raise TrainingError("the capture's train split is empty")
         self.cam_ids = np.asarray(getattr(dataset, "camera_ids", np.zeros(dataset.num_frames)), np.int64)
@@ -180,7 +219,7 @@ class Trainer:
         from avatar.model.avatar import atomic_torch_save
         from avatar.model.config import to_dict
 
-        d = self.model.checkpoint_dict(meta={"step": self.step})
+        d = self.model.checkpoint_dict(meta={"step": self.step, **self.prior_meta})
         d["train"] = {
             "format": TRAIN_CKPT_FORMAT, "version": TRAIN_CKPT_VERSION, "step": self.step,
             "config": to_dict(self.cfg),
@@ -386,7 +425,7 @@ class Trainer:
         from avatar.apps.evaluate import evaluate, write_json
 
         self.save_checkpoint()
-        path = self.model.save(self.out / "avatar.pt", meta={"step": self.step})
+        path = self.model.save(self.out / "avatar.pt", meta={"step": self.step, **self.prior_meta})
         self.write_preview()
         d = self.data
         idx = d.test_idx if len(d.test_idx) else d.train_idx
@@ -447,7 +486,7 @@ def train(data_dir, out_dir, preset: Optional[str] = "tiny", overrides: Optional
         from avatar.data import load_capture
 
         dataset = load_capture(Path(data_dir))
-    trainer = Trainer(cfg, dataset, out_dir, progress=progress)
+    trainer = Trainer(cfg, dataset, out_dir, progress=progress, resume=resume)
     return trainer.run(resume=resume)
 
 
@@ -479,6 +518,12 @@ class Train:
     """Config overrides KEY=VALUE with dotted keys and YAML values, e.g. loss.ssim_weight=0.1."""
     no_progress: bool = False
     """Hide the progress bar."""
+    prior: Optional[Path] = None
+    """Motion-prior checkpoint (`avatar prior train`): the deformation network takes motion codes in the
+    prior's motion space as input (so `avatar drive --prior` can animate it from any audio); recorded in
+    avatar.pt. The capture must use the prior's motion space."""
+    prior_finetune: bool = False
+    """With --prior: also fine-tune the prior on this capture (OUT/prior_finetuned.pt; drive uses it)."""
 
     def main(self) -> int:
         import sys
@@ -486,10 +531,16 @@ class Train:
         from avatar.model.config import ConfigError
 
         out = self.out or Path("outputs") / "train" / Path(self.data).name
+        overrides = _parse_set(self.set)
+        if self.prior_finetune and self.prior is None:
+            print("avatar train: error: --prior-finetune needs --prior PRIOR.pt", file=sys.stderr)
+            return 1
+        if self.prior is not None:
+            overrides.update({"prior": str(self.prior), "prior_finetune": self.prior_finetune})
         try:
-            path = train(self.data, out, self.preset, _parse_set(self.set) or None, progress=not self.no_progress,
+            path = train(self.data, out, self.preset, overrides or None, progress=not self.no_progress,
                          resume=self.resume)
-        except (TrainingError, ConfigError, ValueError) as e:
+        except (TrainingError, ConfigError, ValueError) as e:  # PriorCheckpointError is a ValueError
             print(f"avatar train: error: {e}", file=sys.stderr)
             return 1
         print(f"avatar written to {path}")

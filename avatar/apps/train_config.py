@@ -136,6 +136,18 @@ class TrainConfig:
     """Held-out frames evaluated at the end (0 = all)."""
     threads: int = 0
     """torch CPU threads (0 = torch's default)."""
+    prior: Optional[str] = None
+    """Motion-prior checkpoint (`avatar prior train`): motion codes in the prior's motion space become the
+    deformation network's motion input (model.deform.use_motion is switched on, model.motion_dim = the
+    prior's M); the capture's motion space must be the prior's. Recorded in avatar.pt for `avatar drive`."""
+    prior_finetune: bool = False
+    """With `prior`: also fine-tune the prior on this capture (OUT/prior_finetuned.pt, recorded in
+    avatar.pt and used by `avatar drive` instead of the generic prior)."""
+    prior_finetune_steps: int = 300
+    """Fine-tuning steps of prior_finetune."""
+    prior_motion: Literal["tracked", "predicted"] = "tracked"
+    """With `prior`: the motion input during training: the capture's tracked codes (motion -> appearance
+    from the truth) or the prior's predictions from the capture's audio (what drive will feed)."""
 
     @property
     def total_steps(self) -> int:
@@ -156,6 +168,10 @@ class TrainConfig:
             raise ConfigError(f"phases: 'until' must be positive and strictly increasing, got {ends}")
         if self.checkpoint_every <= 0:
             raise ConfigError(f"checkpoint_every must be > 0, got {self.checkpoint_every}")
+        if self.prior_finetune and not self.prior:
+            raise ConfigError("prior_finetune: needs prior (a motion-prior checkpoint to fine-tune)")
+        if self.prior_finetune_steps <= 0:
+            raise ConfigError(f"prior_finetune_steps must be > 0, got {self.prior_finetune_steps}")
         return self
 
 

@@ -57,8 +57,9 @@ def _lips_outer() -> np.ndarray:
 
 
 def load_frames(ds, data_cfg: DataConfig, loss_cfg: LossConfig, audio_cfg: AudioFeatureConfig, window: int,
-                use_motion: bool) -> FrameData:
-    """Resize and cache every frame of `ds` (avatar.data dataset API)."""
+                use_motion: bool, motion: Optional[np.ndarray] = None) -> FrameData:
+    """Resize and cache every frame of `ds` (avatar.data dataset API). motion [F, M]: the motion
+    input to use instead of the tracked codes (e.g. avatar.apps.prior.motion_for_training)."""
     import cv2
 
     W, H = int(ds.width), int(ds.height)
@@ -118,8 +119,13 @@ def load_frames(ds, data_cfg: DataConfig, loss_cfg: LossConfig, audio_cfg: Audio
     else:
         feats = torch.zeros(n_t, audio_cfg.n_mels if audio_cfg.kind == "mel" else audio_cfg.dim)
     windows = feature_windows(feats, window)[torch.from_numpy(times)]
-    motion = None
-    if use_motion and tracks.get("motion") is not None:
+    if motion is not None:
+        motion = torch.as_tensor(np.asarray(motion, np.float32))  # [F, M]
+        if motion.ndim != 2 or motion.shape[0] != F:
+            raise ValueError(f"load_frames: motion must be [F={F}, M], got {tuple(motion.shape)}")
+        if not use_motion:
+            motion = None
+    elif use_motion and tracks.get("motion") is not None:
         motion = torch.as_tensor(np.asarray(tracks["motion"], np.float32))
     blink = torch.as_tensor(np.asarray(tracks.get("blink", np.zeros(F)), np.float32))
     mouth_open = np.asarray(tracks.get("mouth_open", np.full(F, np.nan)), np.float64)
