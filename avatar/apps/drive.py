@@ -80,7 +80,13 @@ class Drive:
     """Procedural blinks."""
     prior: Optional[Path] = None
     """Motion-prior checkpoint (`avatar prior train`): motion codes and blinks predicted from the
-    audio drive the avatar (instead of neutral motion and procedural blinks)."""
+    audio drive the avatar (instead of neutral motion and procedural blinks). Default: the prior
+    recorded in the checkpoint by `avatar train --prior` (none: neutral motion)."""
+    style: Optional[Path] = None
+    """Speaking-style reference for the prior: a capture folder of the person, or a video of them
+    (captured once with `avatar capture` into OUT's folder, style_captures/<video name>/)."""
+    style_seconds: float = 5.0
+    """Seconds at the start of the --style reference that are used."""
 
     def main(self) -> int:
         import sys
@@ -126,19 +132,69 @@ class Drive:
             pose = cp.load_camera_path(self.camera_path, fps)
         backdrop = self._backdrop(w, h)
         if procedural:
-            if self.prior is not None:
-                raise DriveError("--prior needs an avatar checkpoint (the procedural head has no motion codes)")
+            if self.prior is not None or self.style is not None:
+                raise DriveError("--prior/--style need an avatar checkpoint (the procedural head has no motion codes)")
             return ProceduralHeadSource(view, fps, pose, backdrop, blink=self.blink)
         motion_fn = blink_fn = None
-        if self.prior is not None:
+        prior = self._prior_path(avatar)
+        if prior is not None:
+            from avatar.apps.prior import style_from_capture
             from avatar.apps.runtime import prior_tracks
 
-            motion, blinks = prior_tracks(self.prior, wav, fps, avatar)
+            style = None
+            if self.style is not None:
+                style = style_from_capture(self._style_capture(), seconds=self.style_seconds, prior_path=prior)
+            motion, blinks = prior_tracks(prior, wav, fps, avatar, style=style)
             last = len(motion) - 1
             motion_fn = lambda t: motion[min(t, last)]  # noqa: E731
             blink_fn = lambda t: float(blinks[min(t, last)])  # noqa: E731
         return AvatarSource(avatar, view, fps=fps, pose=pose, backdrop=backdrop, blink=self.blink,
                             streaming=False, batch=4, motion_fn=motion_fn, blink_fn=blink_fn)
+
+    def _prior_path(self, avatar) -> Optional[Path]:
+        """--prior, else the prior recorded in the checkpoint by `avatar train --prior` (meta "prior")."""
+        from avatar.apps.runtime import DriveError
+
+        if self.prior is not None:
+            return Path(self.prior)
+        rec = avatar.meta.get("prior")
+        if rec:
+            if not Path(rec).is_file():
+                raise DriveError(f"{avatar.path} was trained with the motion prior {rec}, which no longer exists; "
+                                 "pass --prior PRIOR.pt")
+            return Path(rec)
+        if self.style is not None:
+            raise DriveError("--style needs a motion prior: pass --prior PRIOR.pt (the checkpoint records none)")
+        return None
+
+    def _style_capture(self) -> Path:
+        """--style as a capture folder: the folder itself, or a video captured (once) into
+        OUT's folder/style_captures/<video stem>/ by `avatar capture` in a subprocess."""
+        import subprocess
+        import sys
+
+        from avatar.apps.runtime import DriveError
+
+        s = Path(self.style)
+        if s.is_dir():
+            return s
+        if not s.is_file():
+            raise DriveError(f"--style {s}: not found (expected a capture folder or a video file of the person)")
+        cap = Path(self.out).parent / "style_captures" / s.stem
+        done = cap / "transforms.json"
+        if done.is_file() and done.stat().st_mtime >= s.stat().st_mtime:
+            return cap  # captured before
+        cmd = [sys.executable, "-m", "avatar", "capture", str(s), "--out", str(cap)]
+        print(f"[drive] capturing the style reference: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
+        try:
+            subprocess.run(cmd, check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        except subprocess.CalledProcessError as e:
+            tail = (e.stdout or "").strip()[-800:]
+            raise DriveError(f"--style {s}: `avatar capture` failed (exit code {e.returncode}) writing {cap}"
+                             + (f":\n{tail}" if tail else "")) from None
+        if not done.is_file():
+            raise DriveError(f"--style {s}: `avatar capture` wrote no capture folder at {cap}")
+        return cap
 
     def _backdrop(self, w: int, h: int):
         import numpy as np

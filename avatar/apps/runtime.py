@@ -774,10 +774,11 @@ class AvatarSource(StreamingSource):
         return torch.stack(cols), torch.stack(alps)
 
 
-def prior_tracks(prior_path, wav: np.ndarray, fps: float, avatar: Optional["LoadedAvatar"] = None):
+def prior_tracks(prior_path, wav: np.ndarray, fps: float, avatar: Optional["LoadedAvatar"] = None, style=None):
     """Motion codes [F, M] and blinks [F] predicted from the audio by a generic motion prior
     (avatar.model.motion_prior, offline: the whole audio at once). Checks that the prior's motion
-    space matches the avatar's when the avatar has one."""
+    space matches the avatar's when the avatar has one. style: (ref_audio_feats [R, D], ref_motion
+    [R, M]) of the person (avatar.apps.prior.style_from_capture) or None (the prior's stored one)."""
     import torch
 
     from avatar.audio.features import AudioFeatureConfig, frame_features
@@ -792,5 +793,5 @@ def prior_tracks(prior_path, wav: np.ndarray, fps: float, avatar: Optional["Load
     feats = frame_features(wav, fps, F, cfg)
     pitch = frame_pitch(wav, fps, F)
     with torch.no_grad():
-        out = prior.predict(feats, pitch)
+        out = prior.predict(feats, pitch, style)
     return out["motion"].cpu().numpy().astype(np.float32), out["blink"].cpu().numpy().astype(np.float32)

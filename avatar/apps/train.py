@@ -110,7 +110,8 @@ def reference_viewmats(data, cam_ids: np.ndarray):
     return refs
 
 
-def prepare_prior(cfg, ds, out_dir, reuse_finetuned: bool = False, log=None) -> Tuple[Optional[np.ndarray], Dict[str, str]]:
+def prepare_prior(cfg, ds, out_dir, reuse_finetuned: bool = False, log=None
+                  ) -> Tuple[Optional[np.ndarray], Dict[str, str]]:
     """`avatar train --prior`: the deformation net's motion input np.float32 [F, M] in the prior's motion
     space (avatar.apps.prior.motion_for_training; PriorCheckpointError when the capture's motion space
     is not the prior's) and the checkpoint meta that lets `avatar drive` find the prior:
