@@ -197,6 +197,13 @@ class Trainer:
         self.model = build_model(cfg, dataset, self.data, ref_frame=self.torso_refs[main_cam][0]).to(self.device)
         with torch.no_grad():
             self.model.torso_ref.copy_(self.torso_refs[main_cam][1])
+        # what `avatar drive/serve/export` need to render this avatar without its capture folder:
+        # the video frame rate and the main camera's reference view at the training resolution
+        ref_frame, ref_view = self.torso_refs[main_cam]
+        self.render_meta = {"fps": float(dataset.fps), "width": int(self.data.width),
+                            "height": int(self.data.height),
+                            "viewmat": np.asarray(torch.as_tensor(ref_view).cpu(), np.float32).tolist(),
+                            "K": np.asarray(torch.as_tensor(self.data.Ks[ref_frame]).cpu(), np.float32).tolist()}
         self.opt = make_optimizer(self.model, cfg)
         self.strategy = DensifyStrategy(cfg.strategy)
         self.sstate = self.strategy.initialize_state(len(self.model.gaussians), self.device)
@@ -220,7 +227,7 @@ class Trainer:
         from avatar.model.avatar import atomic_torch_save
         from avatar.model.config import to_dict
 
-        d = self.model.checkpoint_dict(meta={"step": self.step, **self.prior_meta})
+        d = self.model.checkpoint_dict(meta={"step": self.step, **self.prior_meta, **self.render_meta})
         d["train"] = {
             "format": TRAIN_CKPT_FORMAT, "version": TRAIN_CKPT_VERSION, "step": self.step,
             "config": to_dict(self.cfg),
@@ -426,7 +433,7 @@ class Trainer:
         from avatar.apps.evaluate import evaluate, write_json
 
         self.save_checkpoint()
-        path = self.model.save(self.out / "avatar.pt", meta={"step": self.step, **self.prior_meta})
+        path = self.model.save(self.out / "avatar.pt", meta={"step": self.step, **self.prior_meta, **self.render_meta})
         self.write_preview()
         d = self.data
         idx = d.test_idx if len(d.test_idx) else d.train_idx
