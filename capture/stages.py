@@ -233,7 +233,7 @@ def _load_audio(ctx: Context, path: str) -> np.ndarray:
 def stage_audio(ctx: Context) -> Dict:
     """Extract 16 kHz mono audio aligned to the frame timeline (each clip trimmed/padded to its
     frames' duration, so clips concatenate in step with the frames); report duration offsets."""
-    from avatar.data.wavio import write_wav
+    from avatar.media.audio import save_wav
 
     cfg = ctx.cfg
     st = _streams(ctx)[0]
@@ -264,7 +264,7 @@ def stage_audio(ctx: Context) -> Dict:
         pieces.append(wav.astype(np.float32))
     path = ctx.work / "audio.wav"
     if has_audio:
-        write_wav(path, np.concatenate(pieces), 16000)
+        save_wav(path, np.concatenate(pieces).astype(np.float32), 16000)
     else:
         if not cfg.allow_no_audio:
             raise CaptureError(f"{st['sources'][0]['path']}: has no audio track; pass --allow-no-audio")

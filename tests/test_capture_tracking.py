@@ -167,7 +167,6 @@ def test_background_plate_recovers_static_scene():
         lab[10:40, x:x + 15] = LABELS["face"]
         pairs.append((img, lab))
     plate, holes = background_plate(pairs, dilate=3)
-    seen = np.ones((64, 80), bool)
     assert holes < 0.2
     # where the person left, the plate is the scene
     err = np.abs(plate.astype(int) - scene.astype(int))[45:, :].max()

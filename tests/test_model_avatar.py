@@ -1,5 +1,4 @@
 """Avatar checkpoints: round trip (weights_only), config inside, version checks, cached inference features."""
-import os
 
 import pytest
 import torch

@@ -1,5 +1,4 @@
 """HashTriplane: the torch reference lookup, and the tinycudann implementation against it."""
-import math
 
 import pytest
 import torch

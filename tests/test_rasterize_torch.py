@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from avatar.ops import rasterize
-from avatar.ops import _torch_impl as T
 from _raster_scenes import camera, gaussians
 
 
@@ -184,7 +183,7 @@ def test_bad_inputs_raise_valueerror(over, needle):
 
 
 def test_unavailable_backend_names_the_fix():
-    from avatar.ops import backends, BackendUnavailable
+    from avatar.ops import backends
     av = backends()
     assert set(av) == {"cuda", "gsplat", "cpu", "torch"} and av["torch"][0]
     if not torch.cuda.is_available():

@@ -170,7 +170,6 @@ def _real_audio(b: BenchPrior, prior, ref_clip, w_open, np_: int, acfg) -> Dict[
     opening's correlation with the audio's RMS envelope (smoothed over 3 frames) and silence/speech
     opening ratio, styled by the first held-out identity's reference."""
     import numpy as np
-    import torch
 
     from avatar.apps.prior_data import audio_clip_features
 

@@ -16,14 +16,13 @@ Gaussians and `summary_res` pixels square, measured in this run. summary.cuda_vs
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 

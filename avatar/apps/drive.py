@@ -104,7 +104,7 @@ class Drive:
     def build_source(self, wav=None):
         """The FrameSource for these options (ViewConfig, pose, backdrop resolved)."""
         from avatar.apps import camera_path as cp
-        from avatar.apps.runtime import (AvatarSource, Backdrop, DriveError, FixedPose, ProceduralHeadSource,
+        from avatar.apps.runtime import (AvatarSource, DriveError, FixedPose, ProceduralHeadSource,
                                          ViewConfig, load_avatar, procedural_camera)
 
         procedural = self.ckpt == "procedural"

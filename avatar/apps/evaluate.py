@@ -15,7 +15,6 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as Fn
 
 
 def psnr_from_mse(mse: float) -> float:

@@ -15,7 +15,6 @@ Python API (used by `avatar demo`):
 from __future__ import annotations
 
 import dataclasses
-import math
 import random
 import re
 import time

@@ -100,7 +100,7 @@ class CaptureDataset:
         for kind, paths in (("image", self._image_paths), ("mask", self._mask_paths)):
             for p in paths:
                 if p is None:
-                    raise DatasetError(f'a frame has no "mask_path"', tj, "write")
+                    raise DatasetError('a frame has no "mask_path"', tj, "write")
                 if not p.is_file():
                     rel = p.relative_to(self.root).as_posix()
                     raise DatasetError(f"{kind} listed in transforms.json is missing", p, _stage_of(rel))

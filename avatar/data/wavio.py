@@ -1,25 +1,10 @@
-"""Minimal 16-bit PCM wav read/write (stdlib) for the capture folder's audio.wav."""
+"""Minimal 16-bit PCM wav reader (stdlib) for the capture folder's audio.wav (written by
+avatar.media.audio.save_wav)."""
 from __future__ import annotations
 
-import os
 import wave
-from pathlib import Path
 
 import numpy as np
-
-
-def write_wav(path, wav: np.ndarray, sr: int) -> None:
-    """Write mono float32 [S] in [-1, 1] as 16-bit PCM, atomically (tmp file + os.replace)."""
-    path = Path(path)
-    wav = np.asarray(wav, np.float32).reshape(-1)
-    pcm = (np.clip(wav, -1.0, 1.0) * 32767.0).round().astype("<i2")
-    tmp = path.with_name(path.name + ".tmp")
-    with wave.open(str(tmp), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(int(sr))
-        f.writeframes(pcm.tobytes())
-    os.replace(tmp, path)
 
 
 def read_wav(path) -> tuple[np.ndarray, int]:

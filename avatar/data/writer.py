@@ -17,7 +17,7 @@ import numpy as np
 
 from . import schema
 from .cameras import opengl_c2w_from_viewmat, rigid_inverse
-from .wavio import write_wav
+from avatar.media.audio import save_wav
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -164,7 +164,7 @@ class CaptureWriter:
         """Mono float32 [S] at 16 kHz (the dataset's audio timeline starts at frame time 0)."""
         if sr != schema.AUDIO_SR:
             raise ValueError(f"write_audio: audio must be {schema.AUDIO_SR} Hz mono, got {sr} Hz")
-        write_wav(self.root / schema.AUDIO, wav, sr)
+        save_wav(self.root / schema.AUDIO, np.asarray(wav, np.float32).reshape(-1), sr)
         self._has_audio = True
 
     def write_tracks(self, **tracks: np.ndarray) -> None:
