@@ -237,6 +237,8 @@ class BenchTrain:
     @staticmethod
     def _contact_sheet(trainers: Dict[str, Any], path: Path, n: int = 5) -> None:
         import cv2
+
+        from avatar.media.image import save_image
         import torch
 
         dyn, sta = trainers["dynamic"], trainers["static"]
@@ -259,7 +261,4 @@ class BenchTrain:
         img = cv2.cvtColor((grid * 255 + 0.5).astype(np.uint8), cv2.COLOR_RGB2BGR)
         for k, name in enumerate(rows):
             cv2.putText(img, name, (4, 14 + k * d.height), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.stem + ".tmp.png")
-        cv2.imwrite(str(tmp), img)
-        os.replace(tmp, path)
+        save_image(path, img[..., ::-1])  # BGR (OpenCV's text overlay) -> RGB

@@ -349,7 +349,7 @@ class Trainer:
 
     # -- previews --
     def write_preview(self) -> Optional[Path]:
-        import cv2
+        from avatar.media.image import save_image
         torch = _import_torch()
 
         d = self.data
@@ -367,11 +367,7 @@ class Trainer:
         self.model.train()
         pred = out["rgb"][0].clamp(0, 1).cpu().numpy()
         sheet = np.concatenate([pred, d.image(i).numpy()], 1)
-        path = self.out / "previews" / f"step_{self.step:06d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.stem + ".tmp.png")
-        cv2.imwrite(str(tmp), cv2.cvtColor((sheet * 255 + 0.5).astype(np.uint8), cv2.COLOR_RGB2BGR))
-        tmp.replace(path)
+        path = save_image(self.out / "previews" / f"step_{self.step:06d}.png", sheet)
         if self.writer is not None:
             self.writer.image("preview", sheet, self.step)
         return path
