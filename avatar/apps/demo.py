@@ -111,7 +111,8 @@ def run_demo(cfg: Demo) -> dict:
                   spacing=0.008, overwrite=True).run()
     print(f"\n== 4/4 drive: {audio} -> {out / 'demo.mp4'}", flush=True)
     t = time.perf_counter()
-    info = Drive(ckpt=str(ckpt), audio=Path(audio), out=out / "demo.mp4", pose="clip", data=data_dir).run()
+    info = Drive(ckpt=str(ckpt), audio=Path(audio), out=out / "demo.mp4", pose="clip", data=data_dir,
+                 width=cfg.size, height=cfg.size).run()
     timings["drive_s"] = time.perf_counter() - t
 
     from avatar.media.image import save_image
