@@ -7,10 +7,11 @@ Only one frame is held at a time.
 """
 from __future__ import annotations
 
-import subprocess
 from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
+
+from avatar.media.video import rawvideo_frames
 
 from .errors import CaptureError
 from .ffmpeg import ffmpeg_exe
@@ -34,22 +35,10 @@ def iter_frames(info: MediaInfo, fps: float, size: Tuple[int, int], threads: int
         vf += f",scale={w}:{h}:flags=area"
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-threads", str(threads), "-i", info.path,
            "-map", "0:v:0", "-vf", vf, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
-    nbytes = w * h * 3
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=nbytes)
-    n = 0
-    try:
-        while True:
-            buf = proc.stdout.read(nbytes)
-            if len(buf) < nbytes:
-                break
-            n += 1
-            yield np.frombuffer(buf, np.uint8).reshape(h, w, 3)
-    finally:
-        proc.stdout.close()
-        err = proc.stderr.read().decode(errors="replace")
-        proc.stderr.close()
-        rc = proc.wait()
+    stats: Dict = {}
+    yield from rawvideo_frames(cmd, w, h, stats)
     if report is not None:
-        report.update(frames=n, returncode=rc, stderr=err)
-    if n == 0:
-        raise CaptureError(f"{info.path}: no frame could be decoded (rc={rc}): {err.strip()[-300:]}")
+        report.update(stats)
+    if stats["frames"] == 0:
+        raise CaptureError(f"{info.path}: no frame could be decoded (rc={stats['returncode']}): "
+                           f"{stats['stderr'].strip()[-300:]}")

@@ -20,7 +20,7 @@ import tempfile
 import warnings
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -175,29 +175,40 @@ def read_frames(path) -> Iterator[np.ndarray]:
     return _frames(info.path, v.width, v.height)
 
 
-def _frames(p: Path, w: int, h: int) -> Iterator[np.ndarray]:
-    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-noautorotate", "-i", str(p),
-           "-map", "0:v:0", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+def rawvideo_frames(cmd: Sequence[str], width: int, height: int, stats: dict) -> Iterator[np.ndarray]:
+    """Run an ffmpeg command that writes rgb24 rawvideo to stdout; yield uint8 [height, width, 3] frames.
+
+    When the generator ends (exhausted, or closed early: ffmpeg is then killed) `stats` holds "frames",
+    "returncode" and "stderr". stderr goes to a temporary file so a chatty decoder never blocks the pipe.
+    """
     with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log)
-        n, size = 0, w * h * 3
+        proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=log)
+        n, size, buf = 0, width * height * 3, b""
         try:
             while True:
                 buf = proc.stdout.read(size)
                 if len(buf) < size:
                     break
                 n += 1
-                yield np.frombuffer(buf, np.uint8).reshape(h, w, 3)
+                yield np.frombuffer(buf, np.uint8).reshape(height, width, 3)
         finally:
             if proc.poll() is None and n and len(buf) == size:  # consumer stopped early
                 proc.kill()
             proc.stdout.close()
             rc = proc.wait()
-        log.seek(0)
-        msg = " | ".join(ln.strip() for ln in log.read().decode("utf-8", "replace").splitlines()
-                         if ln.strip())[-300:]
-        if n == 0:
-            raise VideoError(f"{p}: no video frames could be decoded (rc={rc}): {msg or 'empty stream'}")
-        if rc != 0 or msg:
-            warnings.warn(f"{p}: video decoded with errors after {n} frames (truncated or damaged?): {msg}",
-                          stacklevel=2)
+            log.seek(0)
+            stats.update(frames=n, returncode=rc, stderr=log.read().decode("utf-8", "replace"))
+
+
+def _frames(p: Path, w: int, h: int) -> Iterator[np.ndarray]:
+    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-noautorotate", "-i", str(p),
+           "-map", "0:v:0", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+    stats: dict = {}
+    yield from rawvideo_frames(cmd, w, h, stats)
+    n, rc = stats["frames"], stats["returncode"]
+    msg = " | ".join(ln.strip() for ln in stats["stderr"].splitlines() if ln.strip())[-300:]
+    if n == 0:
+        raise VideoError(f"{p}: no video frames could be decoded (rc={rc}): {msg or 'empty stream'}")
+    if rc != 0 or msg:
+        warnings.warn(f"{p}: video decoded with errors after {n} frames (truncated or damaged?): {msg}",
+                      stacklevel=2)
