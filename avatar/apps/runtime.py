@@ -669,19 +669,9 @@ def apply_capture_defaults(avatar: LoadedAvatar, data_dir) -> LoadedAvatar:
 
 def load_avatar(path, device: str = "cpu") -> LoadedAvatar:
     """Load an avatar checkpoint (torch.load weights_only=True) keeping its meta dict."""
-    from pathlib import Path
+    from avatar.model.avatar import AvatarModel
 
-    import torch
-
-    from avatar.model.avatar import AvatarModel, CheckpointError
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"avatar checkpoint not found: {path}")
-    try:
-        d = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from e
+    d = AvatarModel.read_checkpoint(path, device)
     model = AvatarModel.from_checkpoint_dict(d, str(path)).to(device).eval()
     meta = d.get("meta") or {}
     return LoadedAvatar(model, dict(meta) if isinstance(meta, dict) else {}, str(path))

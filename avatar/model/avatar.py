@@ -263,16 +263,21 @@ class AvatarModel(nn.Module):
                                   f"(missing {missing[:5]}, unexpected {list(unexpected)[:5]})")
         return model
 
-    @classmethod
-    def load(cls, path: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> "AvatarModel":
-        """Load an avatar (or training) checkpoint; returns the model in eval mode."""
+    @staticmethod
+    def read_checkpoint(path: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> dict:
+        """The raw checkpoint dict (torch.load weights_only=True); CheckpointError names the file."""
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"avatar checkpoint not found: {path}")
         try:
-            d = torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True)
         except Exception as e:
             raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from e
+
+    @classmethod
+    def load(cls, path: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> "AvatarModel":
+        """Load an avatar (or training) checkpoint; returns the model in eval mode."""
+        d = cls.read_checkpoint(path, map_location)
         return cls.from_checkpoint_dict(d, str(path)).to(map_location).eval()
 
 
