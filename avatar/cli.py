@@ -19,21 +19,21 @@ import tyro
 Spec = Union[Tuple[str, str], Dict[str, Tuple[str, str]]]
 
 COMMANDS: Dict[str, Spec] = {
-    "demo": ("avatar.apps.demo", "Demo"),
-    "render": ("avatar.apps.render", "Render"),
-    "drive": ("avatar.apps.drive", "Drive"),
-    "serve": ("avatar.apps.serve", "Serve"),
-    "export": ("avatar.apps.export", "Export"),
-    "train": ("avatar.apps.train", "Train"),
-    "synth": ("capture.synth", "Synth"),
-    "capture": ("capture.cli", "Capture"),
-    "prior": {"train": ("avatar.apps.prior", "PriorTrain"), "finetune": ("avatar.apps.prior", "PriorFinetune")},
+    "demo": ("avatar.commands.demo", "Demo"),
+    "render": ("avatar.commands.render", "Render"),
+    "drive": ("avatar.commands.drive", "Drive"),
+    "serve": ("avatar.runtime.server", "Serve"),
+    "export": ("avatar.commands.export", "Export"),
+    "train": ("avatar.train.trainer", "Train"),
+    "synth": ("avatar.synth.video", "Synth"),
+    "capture": ("avatar.commands.capture", "Capture"),
+    "prior": {"train": ("avatar.prior.api", "PriorTrain"), "finetune": ("avatar.prior.api", "PriorFinetune")},
     "bench": {
-        "rasterize": ("avatar.apps.bench_rasterize", "BenchRasterize"),
-        "train": ("avatar.apps.bench_train", "BenchTrain"),
-        "drive": ("avatar.apps.bench_drive", "BenchDrive"),
-        "capture": ("capture.bench", "BenchCapture"),
-        "prior": ("avatar.apps.bench_prior", "BenchPrior"),
+        "rasterize": ("avatar.commands.bench.rasterize", "BenchRasterize"),
+        "train": ("avatar.commands.bench.train", "BenchTrain"),
+        "drive": ("avatar.commands.bench.drive", "BenchDrive"),
+        "capture": ("avatar.commands.bench.capture", "BenchCapture"),
+        "prior": ("avatar.commands.bench.prior", "BenchPrior"),
     },
 }
 

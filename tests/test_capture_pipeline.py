@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from avatar.data import LABELS, load_capture
-from capture.cli import capture
+from avatar.commands.capture import capture
 from capture.errors import CaptureError
 from capture.tracking import rotation_angles_deg
 
@@ -113,7 +113,7 @@ def test_cli_command(media, tmp_path, capsys):
 
     import tyro
 
-    from capture.cli import Capture
+    from avatar.commands.capture import Capture
 
     cmd = tyro.cli(Capture, args=[str(media / "audio" / "jfk.flac"), "--out", str(tmp_path / "o"), "--from",
                                   "probe", "--size", "256", "--backend", "known"])
@@ -121,7 +121,7 @@ def test_cli_command(media, tmp_path, capsys):
     assert cmd.main() == 2
     assert "audio-only" in capsys.readouterr().out
     # importing the command modules loads no OpenCV / mediapipe (fast `avatar --help`)
-    code = ("import sys, capture.cli, capture.bench; "
+    code = ("import sys, avatar.commands.capture, avatar.commands.bench.capture; "
             "print(any(m in sys.modules for m in ('cv2', 'mediapipe', 'torch')))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"

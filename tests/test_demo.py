@@ -28,7 +28,7 @@ def _short_preset(tmp_path: Path) -> Path:
 
 
 def test_demo_writes_video_with_sound_preview_and_metrics(tmp_path):
-    from avatar.apps.demo import Demo, run_demo
+    from avatar.commands.demo import Demo, run_demo
     from avatar.media.ffmpeg import probe
 
     out = tmp_path / "demo"

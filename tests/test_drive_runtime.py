@@ -6,10 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from avatar.apps import camera_path as cp
-from avatar.apps.runtime import (Backdrop, BlinkSchedule, MouthEnvelope, StreamingMelFeatures, StreamingSource,
+from avatar.runtime import camera_path as cp
+from avatar.runtime.stream import (Backdrop, BlinkSchedule, MouthEnvelope, StreamingMelFeatures, StreamingSource,
                                  StreamResampler, num_frames)
-from avatar.apps.stereo import side_by_side, stereo_viewmats
+from avatar.runtime.view import side_by_side, stereo_viewmats
 
 
 def speechlike(sr=16000, seconds=2.3, seed=0):

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avatar.apps.drive import Drive
-from avatar.apps.runtime import AvatarSource, BlinkConfig, DriveError, ViewConfig, load_avatar, num_frames
+from avatar.commands.drive import Drive
+from avatar.runtime.stream import AvatarSource, BlinkConfig, DriveError, ViewConfig, load_avatar, num_frames
 
 
 def tiny_checkpoint(path: Path, seed: int = 0) -> Path:
@@ -16,7 +16,7 @@ def tiny_checkpoint(path: Path, seed: int = 0) -> Path:
     audio visibly moves Gaussians; saved as a real checkpoint (no training needed)."""
     import torch
 
-    from avatar.apps.camera_path import frontal_camera
+    from avatar.runtime.camera_path import frontal_camera
     from avatar.audio.features import AudioFeatureConfig
     from avatar.data.face_model import CANONICAL
     from avatar.model.avatar import AvatarModel
@@ -140,7 +140,7 @@ def test_drive_checkpoint_along_a_camera_path_over_a_plate(ckpt, tmp_path):
 
 
 def test_streamed_frames_equal_offline_frames(ckpt):
-    from avatar.apps.runtime import BlinkConfig
+    from avatar.runtime.stream import BlinkConfig
 
     av = load_avatar(ckpt)
     rng = np.random.default_rng(1)
@@ -199,9 +199,9 @@ def test_drive_with_a_motion_prior_feeds_motion_codes_and_blinks(tmp_path):
     from avatar.model.avatar import AvatarModel
     from avatar.model.config import GaussianConfig, ModelConfig
     from avatar.model.gaussians import init_gaussians
-    from avatar.model.motion_prior import MotionPrior
-    from avatar.model.motion_prior_config import MotionPriorConfig
-    from avatar.model.motion_space_pca import MotionPCA
+    from avatar.prior.model import MotionPrior
+    from avatar.prior.config import MotionPriorConfig
+    from avatar.prior.pca import MotionPCA
 
     torch.manual_seed(0)
     space = {"kind": "test", "version": 1, "indices": [1, 2, 3]}
@@ -236,7 +236,7 @@ def test_drive_with_a_motion_prior_feeds_motion_codes_and_blinks(tmp_path):
     bad = dict(space, version=2)
     model.motion_space = bad
     model.save(tmp_path / "other.pt", meta={"fps": 25.0})
-    from avatar.model.motion_prior import PriorCheckpointError
+    from avatar.prior.model import PriorCheckpointError
 
     with pytest.raises(PriorCheckpointError, match="motion-space"):
         Drive(str(tmp_path / "other.pt"), tmp_path / "a.wav", out=tmp_path / "x.mp4", prior=tmp_path / "prior.pt",

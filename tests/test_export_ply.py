@@ -3,8 +3,8 @@ with plyfile: every property, the count and the values."""
 import numpy as np
 import pytest
 
-from avatar.apps.export import SH_C0, Export, GaussianFrames
-from avatar.apps.runtime import DriveError, load_avatar, num_frames
+from avatar.commands.export import SH_C0, Export, GaussianFrames
+from avatar.runtime.stream import DriveError, load_avatar, num_frames
 
 from test_drive_video import tiny_checkpoint  # noqa: E402  (tests/ is on sys.path under pytest)
 
@@ -93,7 +93,7 @@ def test_export_procedural_head_and_errors(tmp_path):
     out = tmp_path / "head.ply"
     Export("procedural", out=out).run()
     v, n = read_vertex(out)
-    from avatar.data.procedural_head import procedural_head
+    from avatar.synth.head import procedural_head
 
     g = {k: t.numpy() for k, t in procedural_head(0.0, 0.0).items() if k != "labels"}
     assert n == len(g["means"]) > 1000

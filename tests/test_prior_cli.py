@@ -4,12 +4,12 @@ import pytest
 import torch
 import tyro
 
-from avatar.apps.prior import (PriorFinetune, PriorTrain, check_prior_for_capture, predict_motion, predict_prior,
+from avatar.prior.api import (PriorFinetune, PriorTrain, check_prior_for_capture, predict_motion, predict_prior,
                                style_from_capture)
-from avatar.apps.prior_config import PriorTrainConfig
-from avatar.apps.prior_data import load_clip, synthetic_identity
-from avatar.model.motion_prior import MotionPrior, PriorCheckpointError
-from avatar.model.motion_prior_config import MotionPriorConfig
+from avatar.prior.train_config import PriorTrainConfig
+from avatar.prior.data import load_clip, synthetic_identity
+from avatar.prior.model import MotionPrior, PriorCheckpointError
+from avatar.prior.config import MotionPriorConfig
 
 FPS = 25.0
 
@@ -119,7 +119,7 @@ def test_cli_parses():
 
 
 def test_hooks_for_train_and_drive(trained):
-    from avatar.apps.prior import motion_fn_for, motion_for_training
+    from avatar.prior.api import motion_fn_for, motion_for_training
     from avatar.data import load_capture
 
     d, caps, data, out = trained

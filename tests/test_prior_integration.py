@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from avatar.apps.drive import Drive
-from avatar.apps.prior import PriorTrain
-from avatar.apps.prior_config import PriorTrainConfig
-from avatar.apps.runtime import BlinkConfig, DriveError
-from avatar.apps.train import Train, train
-from avatar.model.motion_prior import PriorCheckpointError
-from avatar.model.motion_prior_config import MotionPriorConfig
+from avatar.commands.drive import Drive
+from avatar.prior.api import PriorTrain
+from avatar.prior.train_config import PriorTrainConfig
+from avatar.runtime.stream import BlinkConfig, DriveError
+from avatar.train.trainer import Train, train
+from avatar.prior.model import PriorCheckpointError
+from avatar.prior.config import MotionPriorConfig
 from test_prior_cli import _capture                        # 8x8 capture folders with motion codes + audio
 from test_train_fakes import tiny_overrides
 
@@ -46,7 +46,7 @@ def setup(tmp_path_factory):
 
 
 def test_train_with_prior_uses_motion_codes_and_records_the_prior(setup):
-    from avatar.apps.train_config import config_from_dict, read_yaml
+    from avatar.train.config import config_from_dict, read_yaml
     from avatar.data import load_capture
     from avatar.model.avatar import AvatarModel
 
@@ -104,7 +104,7 @@ def _read(path):
 
 
 def test_drive_uses_the_recorded_prior_and_a_style_capture(setup, tmp_path, monkeypatch):
-    import avatar.apps.runtime as runtime
+    import avatar.runtime.stream as runtime
 
     d, caps, prior, out, ckpt = setup
     dd = torch.load(ckpt, weights_only=True)                               # make the deformation visible

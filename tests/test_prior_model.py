@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from avatar.model.motion_prior import MotionPrior, MotionPriorNet, PriorCheckpointError, frame_pitch
-from avatar.model.motion_prior_config import MotionPriorConfig
-from avatar.model.motion_space_pca import MotionPCA
+from avatar.prior.model import MotionPrior, MotionPriorNet, PriorCheckpointError, frame_pitch
+from avatar.prior.config import MotionPriorConfig
+from avatar.prior.pca import MotionPCA
 
 SR = 16000
 

@@ -5,11 +5,11 @@ import socket
 import pytest
 import torch
 
-from avatar.apps.prior_config import PriorTrainConfig
-from avatar.apps.prior_data import PriorClip
-from avatar.apps.prior_trainer import sample_global_batch, train_prior, train_state_path
-from avatar.model.motion_prior import MotionPrior, PriorCheckpointError
-from avatar.model.motion_prior_config import MotionPriorConfig
+from avatar.prior.train_config import PriorTrainConfig
+from avatar.prior.data import PriorClip
+from avatar.prior.trainer import sample_global_batch, train_prior, train_state_path
+from avatar.prior.model import MotionPrior, PriorCheckpointError
+from avatar.prior.config import MotionPriorConfig
 
 SPACE = {"kind": "in-test", "version": 1}
 AUDIO = {"kind": "in-test-envelope"}
@@ -83,7 +83,7 @@ def test_global_batch_is_history_free_and_reference_disjoint():
 
 
 def test_resume_continues_exactly(tmp_path, monkeypatch):
-    import avatar.apps.prior_trainer as trainer
+    import avatar.prior.trainer as trainer
 
     clips = _clips(3)
     full = train_prior(clips, SPACE, AUDIO, _tcfg(steps=8), TINY, tmp_path / "full.pt", log=lambda m: None)

@@ -1,10 +1,10 @@
-"""avatar.data.procedural_head: a Gaussian head whose jaw and eyelids follow mouth_open / blink."""
+"""avatar.synth.head: a Gaussian head whose jaw and eyelids follow mouth_open / blink."""
 import numpy as np
 import pytest
 import torch
 
 from avatar.data import face_model as fm
-from avatar.data.procedural_head import HeadStyle, deformed_landmarks, procedural_head
+from avatar.synth.head import HeadStyle, deformed_landmarks, procedural_head
 
 FAST = HeadStyle(spacing=0.005)
 

@@ -17,8 +17,8 @@ import pytest
 
 pytest.importorskip("websockets")
 
-from avatar.apps.runtime import ProceduralHeadSource, ViewConfig  # noqa: E402
-from avatar.apps.serve import AvatarServer, ServerConfig  # noqa: E402
+from avatar.runtime.stream import ProceduralHeadSource, ViewConfig  # noqa: E402
+from avatar.runtime.server import AvatarServer, ServerConfig  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 SIZE = 160

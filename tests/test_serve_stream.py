@@ -8,16 +8,16 @@ import pytest
 
 pytest.importorskip("websockets")
 
-from avatar.apps.camera_path import Camera  # noqa: E402
-from avatar.apps.runtime import MouthEnvelope, ProceduralHeadSource, ViewConfig, num_frames, procedural_camera  # noqa: E402
-from avatar.apps.serve import AvatarServer, ServerConfig, stream_audio  # noqa: E402
+from avatar.runtime.camera_path import Camera  # noqa: E402
+from avatar.runtime.stream import MouthEnvelope, ProceduralHeadSource, ViewConfig, num_frames, procedural_camera  # noqa: E402
+from avatar.runtime.server import AvatarServer, ServerConfig, stream_audio  # noqa: E402
 
 SIZE = 96
 
 
 def mouth_box(size: int):
     """Pixel box around the procedural head's mouth in the default frontal camera."""
-    from avatar.data.procedural_head import deformed_landmarks
+    from avatar.synth.head import deformed_landmarks
 
     cam: Camera = procedural_camera(size, size)
     lm = deformed_landmarks(1.0, 0.0).astype(np.float64)

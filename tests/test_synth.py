@@ -1,10 +1,10 @@
-"""capture.synth (`avatar synth`): procedural talking-head clips with ground truth."""
+"""avatar.synth.video (`avatar synth`): procedural talking-head clips with ground truth."""
 import json
 
 import numpy as np
 import pytest
 
-from capture.synth import SpeechStyle, Synth, per_frame_mean, synth_speech
+from avatar.synth.video import SpeechStyle, Synth, per_frame_mean, synth_speech
 
 GT_KEYS = {"fps", "width", "height", "K", "head_pose", "viewmats", "mouth_open", "blink", "landmarks2d",
            "landmarks3d", "audio_rms", "head_to_world", "camera_c2w", "camera_index",
@@ -205,7 +205,7 @@ def test_cli_registration_and_options():
 
     from avatar.cli import COMMANDS
 
-    assert COMMANDS["synth"] == ("capture.synth", "Synth")
+    assert COMMANDS["synth"] == ("avatar.synth.video", "Synth")
     s = tyro.cli(Synth, args=["--out", "x", "--views", "3", "--identities", "2", "--seconds", "4",
                               "--no-masks"])
     assert (s.views, s.identities, s.seconds, s.masks) == (3, 2, 4.0, False)

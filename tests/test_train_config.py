@@ -2,7 +2,7 @@
 import pytest
 import yaml
 
-from avatar.apps.train_config import CONFIGS_DIR, TrainConfig, load_config, read_yaml, save_config, config_from_dict
+from avatar.train.config import CONFIGS_DIR, TrainConfig, load_config, read_yaml, save_config, config_from_dict
 from avatar.model.config import ConfigError, to_dict
 
 
@@ -52,7 +52,7 @@ def test_overrides_nested_and_dotted_and_phase_lookup():
 def test_train_command_parses_and_reports_errors(tmp_path, capsys):
     import tyro
 
-    from avatar.apps.train import Train, _parse_set
+    from avatar.train.trainer import Train, _parse_set
 
     cmd = tyro.cli(Train, args=[str(tmp_path / "cap"), "--preset", "tiny", "--resume", "--out", str(tmp_path / "o"),
                                 "--set", "loss.mouth_weight=2.5", "phases=[{until: 5}]"])

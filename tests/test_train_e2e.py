@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from avatar.apps.train import Trainer, TrainingError, train
-from avatar.apps.train_config import load_config
+from avatar.train.trainer import Trainer, TrainingError, train
+from avatar.train.config import load_config
 from avatar.model.avatar import AvatarModel
 from test_train_fakes import FakeCapture, tiny_overrides
 
@@ -41,7 +41,7 @@ def test_tiny_training_loss_falls_and_psnr_rises(tmp_path):
     # the benchmark's contact sheet and dark-pixel threshold work on a trained run
     import cv2
 
-    from avatar.apps.bench_train import BenchTrain
+    from avatar.commands.bench.train import BenchTrain
 
     BenchTrain._contact_sheet({"dynamic": tr, "static": tr}, tmp_path / "sheet.png", n=3)
     assert cv2.imread(str(tmp_path / "sheet.png")).shape == (3 * 48, 3 * 48, 3)

@@ -111,8 +111,8 @@ def tiny_overrides(steps_static: int = 60, steps_deform: int = 120, steps_joint:
 
 if __name__ == "__main__":  # subprocess entry: python tests/test_train_fakes.py OUT_DIR BACKEND
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from avatar.apps.train import Trainer
-    from avatar.apps.train_config import load_config
+    from avatar.train.trainer import Trainer
+    from avatar.train.config import load_config
 
     ovr = tiny_overrides(steps_static=40, steps_deform=200, steps_joint=400, checkpoint_every=10,
                          backend=sys.argv[2])

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from avatar.apps.logging import NullWriter, TensorboardWriter, make_writer
+from avatar.train.writers import NullWriter, TensorboardWriter, make_writer
 
 
 def test_tensorboard_writer_writes_events(tmp_path):

@@ -4,7 +4,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from avatar.apps.evaluate import _gauss_1d, psnr_from_mse, ssim, ssim_map
+from avatar.train.metrics import _gauss_1d, psnr_from_mse, ssim, ssim_map
 
 
 def _ssim_reference(a, b):

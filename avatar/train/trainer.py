@@ -6,7 +6,7 @@ config. Output folder:
     checkpoints/step_NNNNNN.pt training checkpoints (model + optimizer + strategy state + RNG + step), atomic
     avatar.pt                  final avatar checkpoint (AvatarModel.load)
     previews/step_NNNNNN.png   predicted | ground truth of a held-out frame
-    eval.json                  held-out metrics (avatar.apps.evaluate)
+    eval.json                  held-out metrics (avatar.train.metrics)
     tb/                        tensorboard events (logger="tensorboard")
 
 Python API (used by `avatar demo`):
@@ -112,13 +112,13 @@ def reference_viewmats(data, cam_ids: np.ndarray):
 def prepare_prior(cfg, ds, out_dir, reuse_finetuned: bool = False, log=None
                   ) -> Tuple[Optional[np.ndarray], Dict[str, str]]:
     """`avatar train --prior`: the deformation net's motion input np.float32 [F, M] in the prior's motion
-    space (avatar.apps.prior.motion_for_training; PriorCheckpointError when the capture's motion space
+    space (avatar.prior.api.motion_for_training; PriorCheckpointError when the capture's motion space
     is not the prior's) and the checkpoint meta that lets `avatar drive` find the prior:
     {"prior": the prior to drive with (the fine-tuned one with cfg.prior_finetune), "prior_generic": cfg.prior}.
     Switches cfg.model.deform.use_motion on. (None, {}) without cfg.prior."""
     if not cfg.prior:
         return None, {}
-    from avatar.model.motion_prior import PriorCheckpointError
+    from avatar.prior.model import PriorCheckpointError
 
     generic = Path(cfg.prior).expanduser().resolve()
     cfg.model.deform.use_motion = True
@@ -129,7 +129,7 @@ def prepare_prior(cfg, ds, out_dir, reuse_finetuned: bool = False, log=None
 
 
 def _prior_motion(cfg, ds, out_dir, generic: Path, reuse_finetuned: bool, log):
-    from avatar.apps.prior import finetune_on_capture, motion_for_training
+    from avatar.prior.api import finetune_on_capture, motion_for_training
 
     use = generic
     if cfg.prior_finetune:
@@ -173,7 +173,7 @@ class Trainer:
 
     def __init__(self, cfg, dataset, out_dir, progress: bool = True, writer=None, resume: bool = False):
         torch = _import_torch()
-        from avatar.apps.train_data import load_frames
+        from avatar.train.frames import load_frames
         from avatar.model.strategy import DensifyStrategy
 
         self.cfg = cfg
@@ -276,7 +276,7 @@ class Trainer:
 
     def train_step(self) -> Dict[str, float]:
         torch = _import_torch()
-        from avatar.apps.evaluate import psnr_from_mse, ssim
+        from avatar.train.metrics import psnr_from_mse, ssim
 
         c, d, m = self.cfg, self.data, self.model
         phase = c.phase_at(self.step)
@@ -376,8 +376,8 @@ class Trainer:
     def run(self, resume: bool = False, stop_after: Optional[int] = None, callback=None) -> Path:
         """Train to cfg.total_steps (or `stop_after` steps from now); returns the avatar.pt path (or, when
         stopped early by stop_after, the training checkpoint). callback(step, stats) runs after each step."""
-        from avatar.apps.logging import make_writer
-        from avatar.apps.train_config import save_config
+        from avatar.train.writers import make_writer
+        from avatar.train.config import save_config
         from avatar.model.config import to_dict
 
         c = self.cfg
@@ -425,7 +425,7 @@ class Trainer:
         return self.finish()
 
     def finish(self) -> Path:
-        from avatar.apps.evaluate import evaluate, write_json
+        from avatar.train.metrics import evaluate, write_json
 
         self.save_checkpoint()
         path = self.model.save(self.out / "avatar.pt", meta={"step": self.step, **self.prior_meta, **self.render_meta})
@@ -478,7 +478,7 @@ def train(data_dir, out_dir, preset: Optional[str] = "tiny", overrides: Optional
     Raises TrainingError (non-finite loss: the last good checkpoint is kept), avatar.data.DatasetError,
     ConfigError.
     """
-    from avatar.apps.train_config import config_from_dict, load_config, read_yaml
+    from avatar.train.config import config_from_dict, load_config, read_yaml
 
     out_dir = Path(out_dir)
     if resume and (out_dir / "config.yaml").is_file():

@@ -8,7 +8,7 @@ two durations agree to the frame. Rendering goes through the same FrameSource as
 
 Head pose: fixed (the checkpoint's reference camera, or frontal), the training clip's cameras
 looped without a jump (--pose clip --data CAPTURE), or a camera-path JSON (--pose path
---camera-path FILE, format in avatar.apps.camera_path.load_camera_path).
+--camera-path FILE, format in avatar.runtime.camera_path.load_camera_path).
 Background: a colour, a plate image (--plate FILE, or the capture's background.png), or
 transparent: an RGBA PNG sequence (plus the mp4 over --bg-color).
 Stereo (--stereo [--ipd 0.063]): both eyes in one rasterize call, side-by-side mp4 plus one mp4
@@ -26,7 +26,7 @@ from typing import Annotated, Any, Dict, Literal, Optional, Tuple
 
 import tyro
 
-from avatar.apps.runtime import BlinkConfig
+from avatar.runtime.stream import BlinkConfig
 
 
 @dataclass
@@ -55,7 +55,7 @@ class Drive:
     crossfade: int = 12
     """Frames blended at the loop point with --loop crossfade."""
     camera_path: Optional[Path] = None
-    """Camera-path JSON for --pose path (keyframes; see avatar.apps.camera_path)."""
+    """Camera-path JSON for --pose path (keyframes; see avatar.runtime.camera_path)."""
     background: Literal["color", "plate", "transparent"] = "color"
     """Behind the avatar: --bg-color, a plate image, or transparent (RGBA PNG sequence)."""
     bg_color: Tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -103,14 +103,14 @@ class Drive:
     # ------------------------------------------------------------------------------------------
     def build_source(self, wav=None):
         """The FrameSource for these options (ViewConfig, pose, backdrop resolved)."""
-        from avatar.apps import camera_path as cp
-        from avatar.apps.runtime import (AvatarSource, DriveError, FixedPose, ProceduralHeadSource,
+        from avatar.runtime import camera_path as cp
+        from avatar.runtime.stream import (AvatarSource, DriveError, FixedPose, ProceduralHeadSource,
                                          ViewConfig, load_avatar, procedural_camera)
 
         procedural = self.ckpt == "procedural"
         avatar = None if procedural else load_avatar(Path(self.ckpt), self.device)
         if avatar is not None and self.data is not None:
-            from avatar.apps.runtime import apply_capture_defaults
+            from avatar.runtime.stream import apply_capture_defaults
 
             apply_capture_defaults(avatar, self.data)
         fps = float(self.fps or (25.0 if procedural else avatar.fps))
@@ -138,8 +138,8 @@ class Drive:
         motion_fn = blink_fn = None
         prior = self._prior_path(avatar)
         if prior is not None:
-            from avatar.apps.prior import style_from_capture
-            from avatar.apps.runtime import prior_tracks
+            from avatar.prior.api import style_from_capture
+            from avatar.runtime.stream import prior_tracks
 
             style = None
             if self.style is not None:
@@ -153,7 +153,7 @@ class Drive:
 
     def _prior_path(self, avatar) -> Optional[Path]:
         """--prior, else the prior recorded in the checkpoint by `avatar train --prior` (meta "prior")."""
-        from avatar.apps.runtime import DriveError
+        from avatar.runtime.stream import DriveError
 
         if self.prior is not None:
             return Path(self.prior)
@@ -173,7 +173,7 @@ class Drive:
         import subprocess
         import sys
 
-        from avatar.apps.runtime import DriveError
+        from avatar.runtime.stream import DriveError
 
         s = Path(self.style)
         if s.is_dir():
@@ -199,7 +199,7 @@ class Drive:
     def _backdrop(self, w: int, h: int):
         import numpy as np
 
-        from avatar.apps.runtime import Backdrop, DriveError
+        from avatar.runtime.stream import Backdrop, DriveError
 
         c = tuple(float(v) for v in self.bg_color)
         if len(c) != 3 or not all(0.0 <= v <= 1.0 for v in c):
@@ -227,7 +227,7 @@ class Drive:
     def run(self) -> Dict[str, Any]:
         import numpy as np
 
-        from avatar.apps.runtime import Backdrop, DriveError, num_frames
+        from avatar.runtime.stream import Backdrop, DriveError, num_frames
         from avatar.media.audio import load_audio
         from avatar.media.video import VideoWriter
 

@@ -1,6 +1,6 @@
 """Configuration of the generic motion prior (torch-free, so `avatar --help` stays fast).
 
-The network itself lives in avatar.model.motion_prior; the trainer in avatar.apps.prior.
+The network itself lives in avatar.prior.model; the trainer in avatar.prior.api.
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ Data (`--data`): "synth" (default) reads `avatar synth --identities N` folders (
 audio.wav and ground_truth.npz; motion codes from the ground-truth landmarks3d through
 avatar.data.MotionSpace with a neutral estimated per identity, as capture does; capture folders of
 them work too) and runs `avatar synth` in a subprocess to make them when SYNTH_DIR has none;
-"procedural" uses in-process identities (avatar.apps.prior_data.synthetic_identity: richer
+"procedural" uses in-process identities (avatar.prior.data.synthetic_identity: richer
 articulation - 8 vowels, labial consonants - and per-identity gains of opening/spreading/rounding).
 """
 from __future__ import annotations
@@ -31,8 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Tuple
 
-from avatar.apps.prior_config import PriorTrainConfig
-from avatar.model.motion_prior_config import MotionPriorConfig
+from avatar.prior.train_config import PriorTrainConfig
+from avatar.prior.config import MotionPriorConfig
 
 
 def _default_train() -> PriorTrainConfig:
@@ -103,7 +103,7 @@ def opening_readout(motion_space: Dict[str, Any], motion_dim: int):
     import numpy as np
 
     if motion_space.get("kind") == "procedural":
-        from avatar.apps.prior_data import _bases
+        from avatar.prior.data import _bases
         return np.asarray(_bases(motion_dim)[0], np.float32)
     idx = list(motion_space["indices"])
     if 13 not in idx or 14 not in idx:
@@ -134,7 +134,7 @@ def _make_synth(b: BenchPrior, n: int) -> None:
 
 
 def _load_identities(b: BenchPrior, acfg):
-    from avatar.apps.prior_data import SYNTH_MOTION_SPACE, load_clip, synthetic_clip
+    from avatar.prior.data import SYNTH_MOTION_SPACE, load_clip, synthetic_clip
 
     n = b.train_identities + b.heldout_identities
     if b.data == "procedural":
@@ -171,7 +171,7 @@ def _real_audio(b: BenchPrior, prior, ref_clip, w_open, np_: int, acfg) -> Dict[
     opening ratio, styled by the first held-out identity's reference."""
     import numpy as np
 
-    from avatar.apps.prior_data import audio_clip_features
+    from avatar.prior.data import audio_clip_features
 
     d = Path(b.media_dir) / "audio"
     if not d.is_dir():
@@ -206,10 +206,10 @@ def run_bench(b: BenchPrior) -> Dict[str, Any]:
     import numpy as np
     import torch
 
-    from avatar.apps.prior import finetune_prior
-    from avatar.apps.prior_trainer import train_prior
+    from avatar.prior.api import finetune_prior
+    from avatar.prior.trainer import train_prior
     from avatar.audio.features import AudioFeatureConfig
-    from avatar.model.motion_prior import frame_pitch
+    from avatar.prior.model import frame_pitch
 
     torch.set_num_threads(b.threads)
     t_start = time.time()
@@ -286,7 +286,7 @@ def run_bench(b: BenchPrior) -> Dict[str, Any]:
         if not (Path(d) / "transforms.json").is_file():
             real_clips[str(d)] = "missing (avatar capture ../shared/media/video/may_5s.mp4 --out " + str(d) + ")"
             continue
-        from avatar.apps.prior_data import clip_from_capture
+        from avatar.prior.data import clip_from_capture
         rc, rms = clip_from_capture(d, acfg)
         if rms != space:
             real_clips[str(d)] = f"skipped: its motion space differs from the training data's ({space.get('kind', 'MotionSpace')})"

@@ -11,7 +11,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from avatar.apps.train_config import DataConfig, LossConfig
+from avatar.train.config import DataConfig, LossConfig
 from avatar.audio.features import AudioFeatureConfig, feature_windows, frame_features
 
 LIPS_OUTER_FALLBACK = None
@@ -59,7 +59,7 @@ def _lips_outer() -> np.ndarray:
 def load_frames(ds, data_cfg: DataConfig, loss_cfg: LossConfig, audio_cfg: AudioFeatureConfig, window: int,
                 use_motion: bool, motion: Optional[np.ndarray] = None) -> FrameData:
     """Resize and cache every frame of `ds` (avatar.data dataset API). motion [F, M]: the motion
-    input to use instead of the tracked codes (e.g. avatar.apps.prior.motion_for_training)."""
+    input to use instead of the tracked codes (e.g. avatar.prior.api.motion_for_training)."""
     import cv2
 
     W, H = int(ds.width), int(ds.height)

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avatar.model.motion_prior_config import MotionPriorConfig
-from avatar.model.motion_space_pca import MotionPCA
+from avatar.prior.config import MotionPriorConfig
+from avatar.prior.pca import MotionPCA
 
 CHECKPOINT_FORMAT = "avatar.motion_prior"
 CHECKPOINT_VERSION = 1

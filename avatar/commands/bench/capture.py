@@ -35,7 +35,7 @@ class BenchCapture:
         from avatar.data import load_capture
         from avatar.data.writer import atomic_write_json
 
-        from .cli import capture
+        from avatar.commands.capture import capture
 
         if not self.video.is_file():
             print(f"bench capture: {self.video} not found")

@@ -107,7 +107,7 @@ def _audio(self: BenchDrive):
 
 
 def _throughput(avatar, wav, size: int, stereo: bool, backend: str, seconds: float) -> Dict[str, Any]:
-    from avatar.apps.runtime import AvatarSource, ViewConfig
+    from avatar.runtime.stream import AvatarSource, ViewConfig
 
     src = AvatarSource(avatar, ViewConfig(size, size, stereo, backend=backend), streaming=False, batch=4)
     src.push_audio(wav[:8000])  # warm-up: caches, allocator, backend load
@@ -125,8 +125,8 @@ def _breakdown(avatar, wav, size: int, backend: str, frames: int = 20) -> Dict[s
     import numpy as np
     import torch
 
-    from avatar.apps.camera_path import FixedPose
-    from avatar.apps.runtime import StreamingMelFeatures, ViewConfig, audio_feature_config, cameras_for
+    from avatar.runtime.camera_path import FixedPose
+    from avatar.runtime.stream import StreamingMelFeatures, ViewConfig, audio_feature_config, cameras_for
     from avatar.audio.features import feature_windows
 
     m = avatar.model
@@ -160,8 +160,8 @@ def _latency(avatar, wav, size: int, backend: str, seconds: float, live: bool = 
 
     import numpy as np
 
-    from avatar.apps.runtime import AvatarSource, ViewConfig
-    from avatar.apps.serve import AvatarServer, ServerConfig, stream_audio
+    from avatar.runtime.stream import AvatarSource, ViewConfig
+    from avatar.runtime.server import AvatarServer, ServerConfig, stream_audio
 
     def factory(stereo):
         return AvatarSource(avatar, ViewConfig(size, size, stereo, backend=backend), streaming=True)
@@ -198,7 +198,7 @@ def run_bench(self: BenchDrive) -> Dict[str, Any]:
         torch.set_num_threads(int(self.threads))
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
 
-    from avatar.apps.runtime import load_avatar
+    from avatar.runtime.stream import load_avatar
     from avatar.ops import backends
 
     wav, audio_name = _audio(self)

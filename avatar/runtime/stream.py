@@ -33,8 +33,8 @@ from typing import Any, Callable, List, Literal, Optional, Protocol, Tuple
 
 import numpy as np
 
-from avatar.apps.camera_path import Camera, FixedPose, PoseSource, frontal_camera
-from avatar.apps.stereo import side_by_side, stereo_viewmats
+from avatar.runtime.camera_path import Camera, FixedPose, PoseSource, frontal_camera
+from avatar.runtime.view import side_by_side, stereo_viewmats
 
 SAMPLE_RATE = 16000
 
@@ -560,7 +560,7 @@ def procedural_camera(width: int, height: int) -> Camera:
 
 
 class ProceduralHeadSource(StreamingSource):
-    """FrameSource over avatar.data.procedural_head: mouth opening follows the audio envelope,
+    """FrameSource over avatar.synth.head: mouth opening follows the audio envelope,
     blinks from a BlinkSchedule. Needs no checkpoint; fast enough for server and page tests.
 
     With a fixed pose, renders are cached per quantised expression (`mouth_levels` x
@@ -570,7 +570,7 @@ class ProceduralHeadSource(StreamingSource):
                  pose: Optional[PoseSource] = None, backdrop: Optional[Backdrop] = None,
                  envelope: Optional[EnvelopeConfig] = None, blink: Optional[BlinkConfig] = None,
                  spacing: float = 0.006, mouth_levels: int = 8, blink_levels: int = 4):
-        from avatar.data.procedural_head import HeadStyle
+        from avatar.synth.head import HeadStyle
 
         self.view = view or ViewConfig()
         self.style = HeadStyle(spacing=spacing)
@@ -594,8 +594,8 @@ class ProceduralHeadSource(StreamingSource):
         return m, b
 
     def gaussians(self, mouth_open: float, blink: float) -> dict:
-        """The head's Gaussians for one expression (torch tensors, see avatar.data.procedural_head)."""
-        from avatar.data.procedural_head import procedural_head
+        """The head's Gaussians for one expression (torch tensors, see avatar.synth.head)."""
+        from avatar.synth.head import procedural_head
 
         return procedural_head(min(1.0, max(0.0, mouth_open)), min(1.0, max(0.0, blink)), self.style)
 
@@ -766,14 +766,14 @@ class AvatarSource(StreamingSource):
 
 def prior_tracks(prior_path, wav: np.ndarray, fps: float, avatar: Optional["LoadedAvatar"] = None, style=None):
     """Motion codes [F, M] and blinks [F] predicted from the audio by a generic motion prior
-    (avatar.model.motion_prior, offline: the whole audio at once). Checks that the prior's motion
+    (avatar.prior.model, offline: the whole audio at once). Checks that the prior's motion
     space matches the avatar's when the avatar has one. style: (ref_audio_feats [R, D], ref_motion
-    [R, M]) of the person (avatar.apps.prior.style_from_capture) or None (the prior's stored one)."""
+    [R, M]) of the person (avatar.prior.api.style_from_capture) or None (the prior's stored one)."""
     import torch
 
     from avatar.audio.features import AudioFeatureConfig, frame_features
     from avatar.model.config import from_dict
-    from avatar.model.motion_prior import MotionPrior, frame_pitch
+    from avatar.prior.model import MotionPrior, frame_pitch
 
     prior = MotionPrior.load(prior_path)
     if avatar is not None and avatar.model.motion_space:

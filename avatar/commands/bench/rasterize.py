@@ -167,7 +167,7 @@ class BenchRasterize:
         if self.omp_passive:
             env["OMP_WAIT_POLICY"] = "PASSIVE"
         proc = subprocess.run(
-            [sys.executable, "-c", "from avatar.apps.bench_rasterize import _child; _child()",
+            [sys.executable, "-c", "from avatar.commands.bench.rasterize import _child; _child()",
              json.dumps({"params": params, "name": name, "n": n, "res": res})],
             check=True, env=env, stdout=subprocess.PIPE, text=True)
         return json.loads(proc.stdout.strip().splitlines()[-1])

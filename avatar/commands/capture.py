@@ -7,7 +7,7 @@ from typing import Annotated, Optional, Tuple
 
 import tyro
 
-from .config import CaptureConfig
+from capture.config import CaptureConfig
 
 
 @dataclasses.dataclass
@@ -34,8 +34,8 @@ class Capture:
     """Pipeline options."""
 
     def main(self) -> int:
-        from .errors import CaptureError
-        from .pipeline import Context, run
+        from capture.errors import CaptureError
+        from capture.pipeline import Context, run
 
         ctx = Context(self.inputs, self.out, self.config, rig=self.rig)
         try:
@@ -58,7 +58,7 @@ class Capture:
 
 def capture(inputs, out, *, rig=None, only=(), skip=(), from_=None, overwrite=False, log=print, **options):
     """Python API: run the pipeline (raises CaptureError on bad input); returns the stage status dict."""
-    from .pipeline import Context, run
+    from capture.pipeline import Context, run
 
     ctx = Context([Path(p) for p in inputs], Path(out), CaptureConfig(**options), rig=rig, log=log)
     return run(ctx, only=only, skip=skip, from_=from_, overwrite=overwrite)

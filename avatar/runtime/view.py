@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from avatar.apps.camera_path import look_at
+from avatar.runtime.camera_path import look_at
 
 
 @dataclass

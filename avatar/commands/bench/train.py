@@ -114,7 +114,7 @@ class BenchTrain:
             "summary": summary,
             "wall_seconds": time.time() - t0,
         }
-        from avatar.apps.evaluate import write_json
+        from avatar.train.metrics import write_json
 
         write_json(result, out)
         print(json.dumps(summary, indent=2))
@@ -122,8 +122,8 @@ class BenchTrain:
 
     # ---- parts -----------------------------------------------------------------------------------------
     def _train_pair(self, cap: Path, run_dir: Path, overrides: Dict[str, Any]) -> Dict[str, Any]:
-        from avatar.apps.train import Trainer
-        from avatar.apps.train_config import load_config
+        from avatar.train.trainer import Trainer
+        from avatar.train.config import load_config
         from avatar.data import load_capture
 
         ds = load_capture(cap)
@@ -165,7 +165,7 @@ class BenchTrain:
         if not (cap / "transforms.json").is_file():
             _run_command("capture", [str(self.real_video), "--out", str(cap), "--size", str(self.real_size),
                                      "--overwrite"])
-        from avatar.apps.train_config import load_config
+        from avatar.train.config import load_config
 
         base = load_config(self.preset)
         phases = [{"name": p.name, "until": int(round(p.until * self.real_steps_scale)), "deform": p.deform,

@@ -22,8 +22,8 @@ from typing import Any, Dict, Optional, Tuple
 
 import tyro
 
-from avatar.apps.prior_config import PriorTrainConfig
-from avatar.model.motion_prior_config import MotionPriorConfig
+from avatar.prior.train_config import PriorTrainConfig
+from avatar.prior.config import MotionPriorConfig
 
 
 def _audio_cfg(d: Optional[Dict[str, Any]] = None, n_mels: Optional[int] = None):
@@ -60,8 +60,8 @@ class PriorTrain:
     """Continue from NAME.train.pt when it exists (same clips and config)."""
 
     def main(self) -> int:
-        from avatar.apps.prior_data import SYNTH_MOTION_SPACE, load_clip, synthetic_clip
-        from avatar.apps.prior_trainer import train_prior
+        from avatar.prior.data import SYNTH_MOTION_SPACE, load_clip, synthetic_clip
+        from avatar.prior.trainer import train_prior
 
         acfg = _audio_cfg(n_mels=self.n_mels)
         if self.synthetic and self.dirs:
@@ -119,8 +119,8 @@ def finetune_on_capture(prior_path, capture_dir, out=None, *, steps: int = 300, 
     """Fine-tune the prior at `prior_path` on one person's capture folder and store their first
     `ref_seconds` as its style reference; returns the new prior's path (default PRIOR_<capture>.pt).
     The capture's motion space must be the prior's (PriorCheckpointError otherwise)."""
-    from avatar.apps.prior_data import load_clip
-    from avatar.model.motion_prior import MotionPrior
+    from avatar.prior.data import load_clip
+    from avatar.prior.model import MotionPrior
 
     prior_path = Path(prior_path)
     prior = MotionPrior.load(prior_path)
@@ -137,7 +137,7 @@ def finetune_on_capture(prior_path, capture_dir, out=None, *, steps: int = 300, 
 def finetune_prior(prior, clip, motion_space, tcfg: PriorTrainConfig, out: Optional[Path], ref_frames: int,
                    resume: bool = False):
     """Fine-tune `prior` on one person's clip; the first `ref_frames` become the stored style reference."""
-    from avatar.apps.prior_trainer import train_prior
+    from avatar.prior.trainer import train_prior
 
     style_ref = {"audio": clip.feats[:ref_frames].clone(), "motion": clip.motion[:ref_frames].clone()}
     return train_prior([clip], motion_space, prior.audio_features, tcfg, None, out, resume=resume, init=prior,
@@ -152,7 +152,7 @@ _CACHE: Dict[Tuple[str, float], Any] = {}
 
 def load_prior(prior_path):
     """MotionPrior.load with a small cache keyed by (path, mtime)."""
-    from avatar.model.motion_prior import MotionPrior
+    from avatar.prior.model import MotionPrior
 
     p = Path(prior_path)
     key = (str(p.resolve()), p.stat().st_mtime if p.is_file() else -1.0)
@@ -167,7 +167,7 @@ def _style_inputs(prior, style, fps: float):
     import numpy as np
     import torch
 
-    from avatar.apps.prior_data import audio_clip_features
+    from avatar.prior.data import audio_clip_features
 
     if style is None:
         return None
@@ -196,7 +196,7 @@ def predict_prior(prior_path, wav, fps: float, num_frames: int, style=None, use_
     present and use_stored_style, else the prior runs without style."""
     import numpy as np
 
-    from avatar.apps.prior_data import audio_clip_features
+    from avatar.prior.data import audio_clip_features
 
     if num_frames < 1 or fps <= 0:
         raise ValueError(f"predict_motion: need num_frames >= 1 and fps > 0, got {num_frames}, {fps}")
@@ -215,7 +215,7 @@ def style_from_capture(capture_dir, seconds: float = 5.0, prior_path=None):
     """A person's style reference from their capture folder: (ref_audio_feats [R, D], ref_motion [R, M]),
     the first `seconds`. With prior_path, features use the prior's audio config and the capture's
     motion space is checked against the prior's."""
-    from avatar.apps.prior_data import load_clip
+    from avatar.prior.data import load_clip
 
     prior = load_prior(prior_path) if prior_path is not None else None
     clip, ms = load_clip(capture_dir, _audio_cfg(prior.audio_features if prior else None))
@@ -228,7 +228,7 @@ def style_from_capture(capture_dir, seconds: float = 5.0, prior_path=None):
 def check_prior_for_capture(prior_path, capture_dir) -> None:
     """Raise PriorCheckpointError when the prior's motion space/dimension differs from the capture's."""
     from avatar.data import load_capture
-    from avatar.model.motion_prior import PriorCheckpointError
+    from avatar.prior.model import PriorCheckpointError
 
     prior = load_prior(prior_path)
     ds = load_capture(capture_dir)
@@ -241,7 +241,7 @@ def check_prior_for_capture(prior_path, capture_dir) -> None:
 
 
 def motion_fn_for(prior_path, wav, fps: float, num_frames: int, style=None):
-    """For `avatar drive --prior`: a `motion_fn(t) -> np.float32 [M]` (avatar.apps.runtime.AvatarSource's
+    """For `avatar drive --prior`: a `motion_fn(t) -> np.float32 [M]` (avatar.runtime.stream.AvatarSource's
     hook) over the prior's motion codes for the whole audio (frames past the end repeat the last)."""
     motion = predict_motion(prior_path, wav, fps, num_frames, style)
 
@@ -260,7 +260,7 @@ def motion_for_training(prior_path, ds, source: str = "tracked", style_seconds: 
     will feed)."""
     import numpy as np
 
-    from avatar.model.motion_prior import PriorCheckpointError
+    from avatar.prior.model import PriorCheckpointError
 
     prior = load_prior(prior_path)
     if ds.motion_space is None:
@@ -281,7 +281,7 @@ def motion_for_training(prior_path, ds, source: str = "tracked", style_seconds: 
     _, first = np.unique(times, return_index=True)
     first = np.sort(first)
     r = max(1, min(len(first), int(round(style_seconds * ds.fps))))
-    from avatar.apps.prior_data import audio_clip_features
+    from avatar.prior.data import audio_clip_features
 
     feats, _ = audio_clip_features(np.asarray(ds.audio, np.float32), ds.fps, n_t, _audio_cfg(prior.audio_features))
     style = (feats[times[first[:r]]].numpy(), tracked[first[:r]])

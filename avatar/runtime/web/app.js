@@ -1,5 +1,5 @@
 // avatar live page: captures audio (microphone or a file) with an AudioWorklet, streams it as
-// float32 to ws://<host>/ws (protocol in avatar/apps/serve.py) and draws the JPEG frames that come
+// float32 to ws://<host>/ws (protocol in avatar/runtime/server.py) and draws the JPEG frames that come
 // back on a canvas, in sync with the audio. No external scripts.
 "use strict";
 (function () {

@@ -2,7 +2,7 @@
 
 A speech-like audio track (voiced syllables: a harmonic source with a pitch contour, vowel formants,
 consonant noise bursts, syllable rate and pauses; deterministic by seed) drives the mouth of a
-procedural Gaussian head (avatar.data.procedural_head); blinks are random; the head follows a
+procedural Gaussian head (avatar.synth.head); blinks are random; the head follows a
 known smooth pose trajectory. Frames are rendered with avatar.ops.rasterize on a plain background.
 
 Output (mono, the default):
@@ -254,7 +254,7 @@ SHIRTS = [(0.18, 0.28, 0.50), (0.55, 0.18, 0.20), (0.22, 0.45, 0.30), (0.30, 0.3
 
 def sample_identity(rng: np.random.Generator, spacing: float):
     """A random, distinct appearance + speaking style -> (HeadStyle, SpeechStyle)."""
-    from avatar.data.procedural_head import HeadStyle
+    from avatar.synth.head import HeadStyle
 
     def pick(pal):
         base = np.array(pal[rng.integers(len(pal))])
@@ -376,7 +376,7 @@ class Synth:
         out.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
         if self.identities == 0:
-            from avatar.data.procedural_head import HeadStyle
+            from avatar.synth.head import HeadStyle
 
             info = [self.render_identity(out, HeadStyle(spacing=self.spacing), SpeechStyle(),
                                          np.random.default_rng([self.seed, 0]))]
@@ -397,7 +397,7 @@ class Synth:
         import torch
 
         from avatar.data.cameras import opengl_c2w_from_viewmat, rigid_inverse
-        from avatar.data.procedural_head import deformed_landmarks, procedural_head
+        from avatar.synth.head import deformed_landmarks, procedural_head
         from avatar.media.audio import save_wav
         from avatar.media.video import VideoWriter
         from avatar.ops import rasterize

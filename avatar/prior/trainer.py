@@ -21,11 +21,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from avatar.apps.prior_config import PriorTrainConfig
-from avatar.apps.prior_data import PriorClip
-from avatar.model.motion_prior import MotionPrior, PriorCheckpointError, plain
-from avatar.model.motion_prior_config import MotionPriorConfig
-from avatar.model.motion_space_pca import MotionPCA
+from avatar.prior.train_config import PriorTrainConfig
+from avatar.prior.data import PriorClip
+from avatar.prior.model import MotionPrior, PriorCheckpointError, plain
+from avatar.prior.config import MotionPriorConfig
+from avatar.prior.pca import MotionPCA
 
 
 def train_state_path(out: Path) -> Path:

@@ -52,7 +52,7 @@ class Export:
         return 0
 
     def run(self) -> list:
-        from avatar.apps.runtime import DriveError
+        from avatar.runtime.stream import DriveError
         from avatar.io.ply import write_ply
 
         if self.frames is not None and self.audio is None:
@@ -84,7 +84,7 @@ class Export:
         return out
 
     def _wav(self) -> np.ndarray:
-        from avatar.apps.runtime import DriveError
+        from avatar.runtime.stream import DriveError
         from avatar.media.audio import load_audio
 
         if self.audio is not None:
@@ -121,20 +121,20 @@ class GaussianFrames:
         if self.procedural:
             self.fps = float(fps or 25.0)
         else:
-            from avatar.apps.runtime import load_avatar
+            from avatar.runtime.stream import load_avatar
 
             self.avatar = load_avatar(Path(ckpt))
             self.model = self.avatar.model
             self.fps = float(fps or self.avatar.fps)
 
     def num_frames(self, wav: np.ndarray) -> int:
-        from avatar.apps.runtime import num_frames
+        from avatar.runtime.stream import num_frames
 
         return num_frames(len(wav), self.fps)
 
     def canonical(self) -> Dict[str, np.ndarray]:
         if self.procedural:
-            from avatar.data.procedural_head import procedural_head
+            from avatar.synth.head import procedural_head
 
             return _np(procedural_head(0.0, 0.0))
         import torch
@@ -144,12 +144,12 @@ class GaussianFrames:
 
     def frames(self, wav: np.ndarray, only: Optional[int] = None) -> Iterator[Tuple[int, Dict[str, np.ndarray]]]:
         """(t, Gaussians) for every frame of the audio (or just frame `only`)."""
-        from avatar.apps.runtime import BlinkSchedule, MouthEnvelope, num_frames
+        from avatar.runtime.stream import BlinkSchedule, MouthEnvelope, num_frames
 
         n = num_frames(len(wav), self.fps)
         blinks = BlinkSchedule(self.fps)
         if self.procedural:
-            from avatar.data.procedural_head import procedural_head
+            from avatar.synth.head import procedural_head
 
             env = MouthEnvelope(self.fps)
             rows = env.push(wav) + env.finish()
@@ -160,7 +160,7 @@ class GaussianFrames:
             return
         import torch
 
-        from avatar.apps.runtime import audio_feature_config
+        from avatar.runtime.stream import audio_feature_config
         from avatar.audio.features import feature_windows, frame_features
 
         feats = frame_features(wav, self.fps, n, audio_feature_config(self.model))  # [F, D]

@@ -25,7 +25,7 @@ class PriorClip:
 
     name: str
     feats: torch.Tensor    # [F, Da] audio features (avatar.audio.features.frame_features)
-    pitch: torch.Tensor    # [F, 3] avatar.model.motion_prior.frame_pitch
+    pitch: torch.Tensor    # [F, 3] avatar.prior.model.frame_pitch
     motion: torch.Tensor   # [F, M] motion codes
     blink: torch.Tensor    # [F] in [0, 1]
     pose: torch.Tensor     # [F, 6] rotation vector + translation relative to the clip's mean pose
@@ -73,7 +73,7 @@ def pose_channels(head_pose: np.ndarray) -> np.ndarray:
 def audio_clip_features(wav: np.ndarray, fps: float, num_frames: int, audio_cfg) -> Tuple[torch.Tensor, torch.Tensor]:
     """(feats [F, Da], pitch [F, 3]) of 16 kHz mono audio for F video frames."""
     from avatar.audio.features import frame_features
-    from avatar.model.motion_prior import frame_pitch
+    from avatar.prior.model import frame_pitch
 
     return frame_features(wav, fps, num_frames, audio_cfg), frame_pitch(wav, fps, num_frames)
 
@@ -166,7 +166,7 @@ def load_clip(path, audio_cfg) -> Tuple[PriorClip, Dict[str, Any]]:
 # procedural identities (no files): speech-like audio and motion codes with a known style
 # ---------------------------------------------------------------------------------------------
 SYNTH_MOTION_SPACE = {"kind": "procedural", "version": 1,
-                      "about": "avatar.apps.prior_data.synthetic_identity: fixed random bases for open/spread/round/asym"}
+                      "about": "avatar.prior.data.synthetic_identity: fixed random bases for open/spread/round/asym"}
 
 
 @dataclass
@@ -329,7 +329,7 @@ def synthetic_clip(seed: int, audio_cfg=None, seconds: float = 20.0, fps: float 
                    features=None) -> PriorClip:
     """synthetic_identity -> PriorClip. `features(wav, fps, F) -> [F, Da]` overrides the audio features
     (default: avatar.audio.features.frame_features with audio_cfg)."""
-    from avatar.model.motion_prior import frame_pitch
+    from avatar.prior.model import frame_pitch
 
     wav, gt, st = synthetic_identity(seed, seconds, fps, motion_dim)
     f = gt["motion"].shape[0]

@@ -58,11 +58,11 @@ def _step(name: str, done: bool) -> bool:
 
 def run_demo(cfg: Demo) -> dict:
     """Run every step (see module docstring); returns the metrics written to metrics.json."""
-    from capture.cli import capture
-    from capture.synth import Synth
+    from avatar.commands.capture import capture
+    from avatar.synth.video import Synth
 
-    from avatar.apps.drive import Drive
-    from avatar.apps.train import train
+    from avatar.commands.drive import Drive
+    from avatar.train.trainer import train
 
     t0 = time.perf_counter()
     out = cfg.out

@@ -148,15 +148,15 @@ class Serve:
 def make_factory(ckpt: str, width: int, height: int, backend: str = "auto",
                  fps: Optional[float] = None, data: Optional[Path] = None) -> SourceFactory:
     """stereo -> a fresh FrameSource; the model (if any) is loaded once and shared."""
-    from avatar.apps.runtime import ViewConfig
+    from avatar.runtime.stream import ViewConfig
 
     if ckpt == "procedural":
-        from avatar.apps.runtime import ProceduralHeadSource
+        from avatar.runtime.stream import ProceduralHeadSource
 
         def factory(stereo: bool):
             return ProceduralHeadSource(ViewConfig(width, height, stereo, backend=backend), fps=fps or 25.0)
         return factory
-    from avatar.apps.runtime import AvatarSource, apply_capture_defaults, load_avatar
+    from avatar.runtime.stream import AvatarSource, apply_capture_defaults, load_avatar
 
     model = load_avatar(Path(ckpt))
     if data is not None:
@@ -355,7 +355,7 @@ class _Session:
             raise ProtocolError("bad_message", f"unknown message type {kind!r} (expected 'start', 'stop' or 'ping')")
 
     async def _start(self, obj: Dict[str, Any]) -> None:
-        from avatar.apps.runtime import StreamResampler
+        from avatar.runtime.stream import StreamResampler
 
         if self.source is not None:
             raise ProtocolError("already_started", "a stream is already running: send {\"type\": \"stop\"} first")
@@ -517,7 +517,7 @@ class StreamResult:
     def latencies_ms(self) -> np.ndarray:
         """Per frame: arrival time minus the send time of the chunk that completed the audio the
         frame needs (its interval + look-ahead) — "audio chunk in -> frame out"."""
-        from avatar.apps.runtime import frame_sample
+        from avatar.runtime.stream import frame_sample
 
         fps, la = self.ready["fps"], self.ready["lookahead_frames"]
         ends = np.asarray(self.chunk_end_sample)
