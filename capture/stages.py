@@ -10,10 +10,11 @@ from typing import Dict, List
 
 import numpy as np
 
-from avatar.data.writer import atomic_write_json
+from avatar.audio.timeline import SAMPLE_RATE
+from avatar.io.atomic import atomic_write_json
+from capture.context import Context
 
 from .errors import CaptureError
-from .pipeline import Context
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -49,7 +50,8 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 def _write_img(path: Path, img: np.ndarray, ext: str) -> None:
-    from avatar.data.writer import atomic_write_bytes, encode_image
+    from avatar.data.writer import encode_image
+    from avatar.io.atomic import atomic_write_bytes
 
     atomic_write_bytes(path, encode_image(img, ext, png_compression=1, jpeg_quality=97))
 
@@ -222,7 +224,7 @@ def _load_audio(ctx: Context, path: str) -> np.ndarray:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            wav = load_audio(path, sr=16000)
+            wav = load_audio(path, sr=SAMPLE_RATE)
         except AudioError as e:
             raise CaptureError(str(e)) from None
     for w in caught:
@@ -244,11 +246,11 @@ def stage_audio(ctx: Context) -> Dict:
     for src in st["sources"]:
         n = frames_info.get(src["path"], {}).get("count")
         video_s = n / cfg.fps if n else src.get("duration", 0.0)
-        target = int(round(video_s * 16000))
+        target = int(round(video_s * SAMPLE_RATE))
         if src.get("has_audio"):
             wav = _load_audio(ctx, src["path"])
             has_audio = True
-            audio_s = len(wav) / 16000
+            audio_s = len(wav) / SAMPLE_RATE
             # the video's own length (its frames), not the container's (the longer of its streams)
             # (ffmpeg's "fps" is the stream's average rate, so frames / fps is the stream's duration)
             own_s = src["num_frames"] / src["fps"] if src.get("num_frames") and src.get("fps") else video_s
@@ -264,7 +266,7 @@ def stage_audio(ctx: Context) -> Dict:
         pieces.append(wav.astype(np.float32))
     path = ctx.work / "audio.wav"
     if has_audio:
-        save_wav(path, np.concatenate(pieces).astype(np.float32), 16000)
+        save_wav(path, np.concatenate(pieces).astype(np.float32), SAMPLE_RATE)
     else:
         if not cfg.allow_no_audio:
             raise CaptureError(f"{st['sources'][0]['path']}: has no audio track; pass --allow-no-audio")
@@ -272,7 +274,7 @@ def stage_audio(ctx: Context) -> Dict:
         if path.exists():
             path.unlink()
     return {"has_audio": has_audio, "offsets": offsets,
-            "duration_s": round(sum(len(p) for p in pieces) / 16000, 4)}
+            "duration_s": round(sum(len(p) for p in pieces) / SAMPLE_RATE, 4)}
 
 
 # ------------------------------------------------------------------------------------------ faces

@@ -11,7 +11,6 @@ gets the same numbers as an offline one.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, Optional
@@ -19,7 +18,7 @@ from typing import Literal, Optional
 import numpy as np
 import torch
 
-SAMPLE_RATE = 16000
+from avatar.audio.timeline import SAMPLE_RATE, num_frames
 
 
 class AudioFeatureError(ValueError):
@@ -196,4 +195,4 @@ def file_features(path, fps: float, num_frames: int, cfg: Optional[AudioFeatureC
 
 def num_frames_for(num_samples: int, fps: float) -> int:
     """Number of video frames covering `num_samples` of 16 kHz audio at `fps` (rounded up)."""
-    return max(1, int(math.ceil(num_samples / SAMPLE_RATE * fps - 1e-6)))
+    return max(1, num_frames(num_samples, fps))

@@ -16,6 +16,7 @@ per eye (OUT.left.mp4, OUT.right.mp4).
 """
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -26,7 +27,9 @@ from typing import Annotated, Any, Dict, Literal, Optional, Tuple
 
 import tyro
 
-from avatar.runtime.stream import BlinkConfig
+from avatar.audio.timeline import SAMPLE_RATE
+from avatar.commands import fail
+from avatar.runtime.blink import BlinkConfig
 
 
 @dataclass
@@ -89,30 +92,41 @@ class Drive:
     """Seconds at the start of the --style reference that are used."""
 
     def main(self) -> int:
-        import sys
 
         try:
             info = self.run()
         except ValueError as e:  # DriveError, AudioError, CheckpointError, CameraPathError, ...
-            print(f"avatar drive: error: {e}", file=sys.stderr)
-            return 1
+            return fail("drive", e)
         print(f"wrote {info['out']} ({info['frames']} frames, {info['duration_s']:.2f} s, "
               f"{info['render_fps']:.1f} frames/s)" + "".join(f"\n      {p}" for p in info["extra_outputs"]))
         return 0
 
     # ------------------------------------------------------------------------------------------
+    @functools.cached_property
+    def capture(self):
+        """--data, loaded once (avatar.data.load_capture) and passed down to everything that needs it."""
+        from avatar.data import load_capture
+
+        return load_capture(self.data) if self.data is not None else None
+
     def build_source(self, wav=None):
         """The FrameSource for these options (ViewConfig, pose, backdrop resolved)."""
+        from avatar.audio.timeline import DriveError
         from avatar.runtime import camera_path as cp
-        from avatar.runtime.stream import (AvatarSource, DriveError, FixedPose, ProceduralHeadSource,
-                                         ViewConfig, load_avatar, procedural_camera)
+        from avatar.runtime.camera_path import FixedPose
+        from avatar.runtime.sources import (
+            AvatarSource,
+            ProceduralHeadSource,
+            load_avatar,
+        )
+        from avatar.runtime.view import ViewConfig, procedural_camera
 
         procedural = self.ckpt == "procedural"
         avatar = None if procedural else load_avatar(Path(self.ckpt), self.device)
         if avatar is not None and self.data is not None:
-            from avatar.runtime.stream import apply_capture_defaults
+            from avatar.runtime.sources import apply_capture_defaults
 
-            apply_capture_defaults(avatar, self.data)
+            apply_capture_defaults(avatar, self.capture)
         fps = float(self.fps or (25.0 if procedural else avatar.fps))
         base = procedural_camera(256, 256) if procedural else avatar.camera()
         w = self.width or (base.width if not self.height else round(base.width * self.height / base.height))
@@ -125,7 +139,7 @@ class Drive:
         elif self.pose == "clip":
             if self.data is None:
                 raise DriveError("--pose clip needs --data CAPTURE_FOLDER (the training clip's cameras)")
-            pose = cp.clip_pose_from_capture(self.data, w, h, self.loop, self.crossfade)
+            pose = cp.clip_pose_from_capture(self.capture, w, h, self.loop, self.crossfade)
         else:
             if self.camera_path is None:
                 raise DriveError("--pose path needs --camera-path FILE.json")
@@ -135,45 +149,29 @@ class Drive:
             if self.prior is not None or self.style is not None:
                 raise DriveError("--prior/--style need an avatar checkpoint (the procedural head has no motion codes)")
             return ProceduralHeadSource(view, fps, pose, backdrop, blink=self.blink)
+        from avatar.runtime.sources import prior_motion, recorded_prior
+
         motion_fn = blink_fn = None
-        prior = self._prior_path(avatar)
+        prior = recorded_prior(avatar, self.prior)
+        if prior is None and self.style is not None:
+            raise DriveError("--style needs a motion prior: pass --prior PRIOR.pt (the checkpoint records none)")
         if prior is not None:
             from avatar.prior.api import style_from_capture
-            from avatar.runtime.stream import prior_tracks
 
             style = None
             if self.style is not None:
                 style = style_from_capture(self._style_capture(), seconds=self.style_seconds, prior_path=prior)
-            motion, blinks = prior_tracks(prior, wav, fps, avatar, style=style)
-            last = len(motion) - 1
-            motion_fn = lambda t: motion[min(t, last)]  # noqa: E731
-            blink_fn = lambda t: float(blinks[min(t, last)])  # noqa: E731
+            tracks = prior_motion(avatar, wav, fps, prior, style=style)
+            motion_fn, blink_fn = tracks.motion_at, tracks.blink_at
         return AvatarSource(avatar, view, fps=fps, pose=pose, backdrop=backdrop, blink=self.blink,
                             streaming=False, batch=4, motion_fn=motion_fn, blink_fn=blink_fn)
 
-    def _prior_path(self, avatar) -> Optional[Path]:
-        """--prior, else the prior recorded in the checkpoint by `avatar train --prior` (meta "prior")."""
-        from avatar.runtime.stream import DriveError
-
-        if self.prior is not None:
-            return Path(self.prior)
-        rec = avatar.meta.get("prior")
-        if rec:
-            if not Path(rec).is_file():
-                raise DriveError(f"{avatar.path} was trained with the motion prior {rec}, which no longer exists; "
-                                 "pass --prior PRIOR.pt")
-            return Path(rec)
-        if self.style is not None:
-            raise DriveError("--style needs a motion prior: pass --prior PRIOR.pt (the checkpoint records none)")
-        return None
-
     def _style_capture(self) -> Path:
-        """--style as a capture folder: the folder itself, or a video captured (once) into
-        OUT's folder/style_captures/<video stem>/ by `avatar capture` in a subprocess."""
-        import subprocess
+        """--style as a capture folder: the folder itself, or a video captured (once, in-process) into
+        OUT's folder/style_captures/<video stem>/."""
         import sys
 
-        from avatar.runtime.stream import DriveError
+        from avatar.audio.timeline import DriveError
 
         s = Path(self.style)
         if s.is_dir():
@@ -184,14 +182,14 @@ class Drive:
         done = cap / "transforms.json"
         if done.is_file() and done.stat().st_mtime >= s.stat().st_mtime:
             return cap  # captured before
-        cmd = [sys.executable, "-m", "avatar", "capture", str(s), "--out", str(cap)]
-        print(f"[drive] capturing the style reference: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
+        from capture.errors import CaptureError
+        from capture.pipeline import capture
+
+        print(f"[drive] capturing the style reference {s} into {cap}", file=sys.stderr, flush=True)
         try:
-            subprocess.run(cmd, check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        except subprocess.CalledProcessError as e:
-            tail = (e.stdout or "").strip()[-800:]
-            raise DriveError(f"--style {s}: `avatar capture` failed (exit code {e.returncode}) writing {cap}"
-                             + (f":\n{tail}" if tail else "")) from None
+            capture([s], cap, log=lambda msg: None)
+        except CaptureError as e:
+            raise DriveError(f"--style {s}: capturing it into {cap} failed: {e}") from None
         if not done.is_file():
             raise DriveError(f"--style {s}: `avatar capture` wrote no capture folder at {cap}")
         return cap
@@ -199,7 +197,8 @@ class Drive:
     def _backdrop(self, w: int, h: int):
         import numpy as np
 
-        from avatar.runtime.stream import Backdrop, DriveError
+        from avatar.audio.timeline import DriveError
+        from avatar.runtime.stream import Backdrop
 
         c = tuple(float(v) for v in self.bg_color)
         if len(c) != 3 or not all(0.0 <= v <= 1.0 for v in c):
@@ -216,9 +215,7 @@ class Drive:
                 raise DriveError(f"--plate {self.plate}: not a readable image file")
             plate = img[..., ::-1].astype(np.float32) / 255.0
         elif self.data is not None:
-            from avatar.data import load_capture
-
-            plate = np.asarray(load_capture(self.data).background, np.float32)
+            plate = np.asarray(self.capture.background, np.float32)
         else:
             raise DriveError("--background plate needs --plate IMAGE or --data CAPTURE_FOLDER")
         plate = cv2.resize(plate, (w, h), interpolation=cv2.INTER_AREA)
@@ -227,9 +224,10 @@ class Drive:
     def run(self) -> Dict[str, Any]:
         import numpy as np
 
-        from avatar.runtime.stream import Backdrop, DriveError, num_frames
+        from avatar.audio.timeline import DriveError, num_frames
         from avatar.media.audio import load_audio
         from avatar.media.video import VideoWriter
+        from avatar.runtime.stream import Backdrop
 
         wav = load_audio(self.audio)  # [S] float32 16 kHz
         if len(wav) == 0:
@@ -240,12 +238,12 @@ class Drive:
         if out.suffix.lower() != ".mp4":
             raise DriveError(f"--out must be an .mp4 file, got {out}")
         W, H = src.width * src.views, src.height
-        writers = [VideoWriter(out, src.fps, W, H, audio=wav, sr=16000, crf=self.crf)]
+        writers = [VideoWriter(out, src.fps, W, H, audio=wav, sr=SAMPLE_RATE, crf=self.crf)]
         extra = []
         if self.stereo and self.eyes:
             for eye in ("left", "right"):
                 p = out.with_name(f"{out.stem}.{eye}.mp4")
-                writers.append(VideoWriter(p, src.fps, src.width, H, audio=wav, sr=16000, crf=self.crf))
+                writers.append(VideoWriter(p, src.fps, src.width, H, audio=wav, sr=SAMPLE_RATE, crf=self.crf))
                 extra.append(p)
         png_tmp = png_dir = None
         if self.background == "transparent":
@@ -279,7 +277,7 @@ class Drive:
                         writers[1].write(views[0])
                         writers[2].write(views[1])
                     count += 1
-            step = 16000  # push 1 s at a time: memory stays bounded for long audio
+            step = SAMPLE_RATE  # push 1 s at a time: memory stays bounded for long audio
             for i in range(0, len(wav), step):
                 consume(src.push_audio(wav[i:i + step]))
             consume(src.flush())
@@ -291,7 +289,7 @@ class Drive:
             if png_tmp is not None:
                 from avatar.media.audio import save_wav
 
-                save_wav(png_tmp / "audio.wav", wav, 16000)
+                save_wav(png_tmp / "audio.wav", wav, SAMPLE_RATE)
                 _replace_dir(png_tmp, png_dir)
         except BaseException:
             for w in writers:
@@ -299,7 +297,7 @@ class Drive:
             if png_tmp is not None:
                 shutil.rmtree(png_tmp, ignore_errors=True)
             raise
-        return {"out": out, "frames": count, "duration_s": len(wav) / 16000.0, "fps": src.fps,
+        return {"out": out, "frames": count, "duration_s": len(wav) / SAMPLE_RATE, "fps": src.fps,
                 "render_fps": count / max(render_s, 1e-9), "extra_outputs": extra,
                 "width": W, "height": H}
 

@@ -5,10 +5,10 @@
 
 Importing this package loads no OpenCV/torch (image I/O imports cv2 on first use).
 """
-from .dataset import CaptureDataset, load_capture
+from .dataset import Capture, CaptureDataset, load_capture
 from .motion import MotionSpace
-from .schema import AUDIO_SR, LABELS, SCHEMA_VERSION, DatasetError
+from .schema import LABELS, SCHEMA_VERSION, DatasetError
 from .writer import CaptureWriter, default_split
 
-__all__ = ["CaptureDataset", "CaptureWriter", "DatasetError", "LABELS", "AUDIO_SR", "MotionSpace",
+__all__ = ["Capture", "CaptureDataset", "CaptureWriter", "DatasetError", "LABELS", "MotionSpace",
            "SCHEMA_VERSION", "default_split", "load_capture"]

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 from functools import cached_property
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Protocol
 
 import numpy as np
+
+from avatar.media.timeline import SAMPLE_RATE, frame_sample
 
 from . import schema
 from .cameras import viewmat_from_opengl_c2w
@@ -23,6 +25,31 @@ def _stage_of(rel: str) -> str:
     return schema.STAGE_OF.get(rel.split("/")[0], "write")
 
 
+class Capture(Protocol):
+    """What every consumer of a capture needs (train, drive, serve, eval, the prior's data): a loaded
+    capture is passed down as this, never re-read from its path. `CaptureDataset` implements it, and so
+    do the in-memory test fakes (tests/test_train_fakes.py)."""
+
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+    Ks: np.ndarray  # float32 [F, 3, 3]
+    viewmats: np.ndarray  # float32 [F, 4, 4] world-to-camera, OpenCV axes
+    tracks: Dict[str, np.ndarray]
+    split: Dict[str, np.ndarray]
+
+    @property
+    def background(self) -> np.ndarray: ...  # float32 [H, W, 3]
+
+    @property
+    def audio(self) -> Optional[np.ndarray]: ...  # float32 [S] at 16 kHz, or None
+
+    def image(self, i: int) -> np.ndarray: ...  # float32 [H, W, 3] in [0, 1]
+
+    def mask(self, i: int) -> np.ndarray: ...  # uint8 [H, W] labels (schema.LABELS)
+
+
 class CaptureDataset:
     """A capture folder. Attributes (F frames, stored image size width x height):
 
@@ -30,7 +57,7 @@ class CaptureDataset:
     Ks          float32 [F, 3, 3]  pixels of the stored image
     viewmats    float32 [F, 4, 4]  world(head)-to-camera, OpenCV axes
     camera_ids  int32   [F]
-    frame_times int64   [F]        frame index on the dataset fps timeline (audio sample = t / fps * 16000)
+    frame_times int64   [F]        frame index on the dataset fps timeline (audio sample = frame_sample(t, fps))
     tracks      dict of arrays (schema.TRACK_SHAPES; plus "neutral" [478, 3] when present)
     split       {"train": int64 idx, "test": int64 idx}
     motion_space  avatar.data.motion.MotionSpace or None
@@ -217,8 +244,8 @@ class CaptureDataset:
             wav, sr = read_wav(self._audio_path)
         except Exception as e:  # noqa: BLE001
             raise DatasetError(f"unreadable wav ({e})", self._audio_path, "audio") from None
-        if sr != schema.AUDIO_SR:
-            raise DatasetError(f"sample rate {sr} Hz, expected {schema.AUDIO_SR}", self._audio_path, "audio")
+        if sr != SAMPLE_RATE:
+            raise DatasetError(f"sample rate {sr} Hz, expected {SAMPLE_RATE}", self._audio_path, "audio")
         return wav
 
     @property
@@ -231,7 +258,7 @@ class CaptureDataset:
 
     def audio_sample(self, i: int) -> int:
         """Index into `audio` of the start of frame i."""
-        return int(round(self.frame_times[i] / self.fps * schema.AUDIO_SR))
+        return frame_sample(int(self.frame_times[i]), self.fps)
 
     def __repr__(self) -> str:
         return (f"CaptureDataset({str(self.root)!r}, frames={self.num_frames}, {self.width}x{self.height}, "

@@ -21,9 +21,6 @@ from typing import Dict, Tuple
 SCHEMA_VERSION = 1
 """Version of the "avatar" block in transforms.json; bumped on any incompatible change."""
 
-AUDIO_SR = 16000
-"""Sample rate of audio.wav (Hz, mono)."""
-
 LABELS: Dict[str, int] = {
     "background": 0,
     "head": 1,      # hair / head: person above the neck that is not face skin

@@ -6,7 +6,6 @@ without it is an unfinished capture and `load_capture` refuses it.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -18,18 +17,8 @@ import numpy as np
 from . import schema
 from .cameras import opengl_c2w_from_viewmat, rigid_inverse
 from avatar.media.audio import save_wav
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write bytes to path via a tmp file in the same folder and os.replace."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(obj, indent=1) + "\n").encode())
+from avatar.media.timeline import SAMPLE_RATE
+from avatar.io.atomic import atomic_write_bytes, atomic_write_json
 
 
 def _as_uint8(img: np.ndarray) -> np.ndarray:
@@ -160,10 +149,10 @@ class CaptureWriter:
         self._write_image(self.root / schema.BACKGROUND, np.asarray(image), "png")
         self._has_background = True
 
-    def write_audio(self, wav: np.ndarray, sr: int = schema.AUDIO_SR) -> None:
+    def write_audio(self, wav: np.ndarray, sr: int = SAMPLE_RATE) -> None:
         """Mono float32 [S] at 16 kHz (the dataset's audio timeline starts at frame time 0)."""
-        if sr != schema.AUDIO_SR:
-            raise ValueError(f"write_audio: audio must be {schema.AUDIO_SR} Hz mono, got {sr} Hz")
+        if sr != SAMPLE_RATE:
+            raise ValueError(f"write_audio: audio must be {SAMPLE_RATE} Hz mono, got {sr} Hz")
         save_wav(self.root / schema.AUDIO, np.asarray(wav, np.float32).reshape(-1), sr)
         self._has_audio = True
 
@@ -213,7 +202,7 @@ class CaptureWriter:
             "fps": self.fps,
             "num_frames": n,
             "audio": schema.AUDIO if self._has_audio else None,
-            "audio_sr": schema.AUDIO_SR,
+            "audio_sr": SAMPLE_RATE,
             "tracks": schema.TRACKS,
             "background": schema.BACKGROUND,
             "labels": dict(schema.LABELS),

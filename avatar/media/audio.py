@@ -1,6 +1,6 @@
 """Audio in and out: any format ffmpeg reads -> mono float32 at 16 kHz; 16-bit PCM wav out.
 
-load_audio(path, sr=16000) -> np.float32 [S]
+load_audio(path, sr=SAMPLE_RATE) -> np.float32 [S]
     wav/flac/ogg (Vorbis, Opus)/mp3/aac/m4a/mp4/mov/webm..., any sample rate, bit depth (24-bit incl.)
     and channel count; channels are averaged (downmix), resampled by ffmpeg (swresample). Raises
     AudioError naming the file when it is missing, empty, unreadable, has no audio stream, or
@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from avatar.media.ffmpeg import MediaError, check_input, ffmpeg_exe
-
-SAMPLE_RATE = 16000
+from avatar.media.timeline import SAMPLE_RATE
 
 
 class AudioError(MediaError):

@@ -1,6 +1,6 @@
 """Video out (H.264 yuv420p mp4, AAC audio muxed) and frames in, streamed through ffmpeg.
 
-VideoWriter(path, fps, width, height, audio=None [S] float32, sr=16000, crf=18, preset="fast")
+VideoWriter(path, fps, width, height, audio=None [S] float32, sr=SAMPLE_RATE, crf=18, preset="fast")
     .write(frame [H,W,3] uint8 RGB, or float in [0,1]); .close(); a context manager.
     Frames stream into ffmpeg as they come (never all in memory). On close, the audio (if any) is
     trimmed or zero-padded to exactly num_frames / fps seconds and muxed as AAC (48 kHz) next to the
@@ -25,6 +25,7 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 
 from avatar.media.audio import save_wav
+from avatar.media.timeline import SAMPLE_RATE
 from avatar.media.ffmpeg import MediaError, ffmpeg_exe, probe, run_ffmpeg
 
 
@@ -40,7 +41,7 @@ class VideoWriter:
     """Stream RGB frames into an H.264 mp4 with optional AAC audio (see module docstring)."""
 
     def __init__(self, path, fps: float, width: int, height: int, audio: Optional[np.ndarray] = None,
-                 sr: int = 16000, crf: int = 18, preset: str = "fast"):
+                 sr: int = SAMPLE_RATE, crf: int = 18, preset: str = "fast"):
         self.path = Path(path)
         if not (isinstance(fps, (int, float)) and fps > 0):
             raise VideoError(f"VideoWriter({self.path}): fps must be > 0, got {fps!r}")

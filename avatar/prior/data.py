@@ -18,6 +18,8 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 import torch
 
+from avatar.audio.timeline import SAMPLE_RATE
+
 
 @dataclass
 class PriorClip:
@@ -226,7 +228,7 @@ def _band_noise(rng, n: int, lo: float, hi: float, sr: int) -> np.ndarray:
 
 
 def synthetic_identity(seed: int, seconds: float = 20.0, fps: float = 25.0, motion_dim: int = 24,
-                       style: Optional[SynthStyle] = None, sr: int = 16000
+                       style: Optional[SynthStyle] = None, sr: int = SAMPLE_RATE
                        ) -> Tuple[np.ndarray, Dict[str, np.ndarray], SynthStyle]:
     """Speech-like audio and its ground truth, with a known per-identity style.
 

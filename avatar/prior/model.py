@@ -22,12 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avatar.audio.timeline import SAMPLE_RATE
 from avatar.prior.config import MotionPriorConfig
 from avatar.prior.pca import MotionPCA
 
 CHECKPOINT_FORMAT = "avatar.motion_prior"
 CHECKPOINT_VERSION = 1
-SAMPLE_RATE = 16000
 
 
 class PriorCheckpointError(ValueError):

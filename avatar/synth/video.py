@@ -55,7 +55,8 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-SR = 16000
+from avatar.audio.timeline import SAMPLE_RATE
+
 BACKGROUND = (0.62, 0.70, 0.76)
 
 # Vowel targets: formants F1, F2, F3 (Hz; adult averages, Peterson & Barney 1952) and how far the
@@ -93,7 +94,7 @@ def _smooth(x: np.ndarray, n: int) -> np.ndarray:
     return np.convolve(np.pad(x, (n, n), mode="edge"), k, mode="same")[n:-n]
 
 
-def synth_speech(seconds: float, style: SpeechStyle, rng: np.random.Generator, sr: int = SR
+def synth_speech(seconds: float, style: SpeechStyle, rng: np.random.Generator, sr: int = SAMPLE_RATE
                  ) -> Tuple[np.ndarray, np.ndarray]:
     """Speech-like audio and its mouth-opening curve -> (wav [S] float32, mouth [S] in [0,1])."""
     S = int(round(seconds * sr))
@@ -152,7 +153,7 @@ def synth_speech(seconds: float, style: SpeechStyle, rng: np.random.Generator, s
     return wav.astype(np.float32), np.clip(mouth, 0.0, 1.0)
 
 
-def per_frame_mean(x: np.ndarray, num_frames: int, fps: float, sr: int = SR) -> np.ndarray:
+def per_frame_mean(x: np.ndarray, num_frames: int, fps: float, sr: int = SAMPLE_RATE) -> np.ndarray:
     """Mean of a per-sample signal over each frame's interval [f/fps, (f+1)/fps) -> [F]."""
     edges = np.round(np.arange(num_frames + 1) / fps * sr).astype(int)
     edges = np.clip(edges, 0, len(x))
@@ -301,8 +302,8 @@ def _write_json(path: Path, obj) -> None:
 
 
 @dataclasses.dataclass
-class Synth:
-    """Render a procedural talking head with speech-like audio and ground truth (poses, landmarks,
+class SynthConfig:
+    """What `avatar synth` makes, and `run()` that makes it: render a procedural talking head with speech-like audio and ground truth (poses, landmarks,
     mouth opening, blinks, masks) for tests, demos and the motion prior."""
 
     out: Path
@@ -351,14 +352,6 @@ class Synth:
         if self.pose_scale < 0 or self.pose_scale > 2:
             raise ValueError(f"--pose-scale must be in [0, 2], got {self.pose_scale}")
 
-    def main(self) -> int:
-        try:
-            self.run()
-        except ValueError as e:
-            print(f"avatar synth: error: {e}")
-            return 2
-        return 0
-
     def run(self) -> List[Dict]:
         """Synthesise everything (raises ValueError on bad options); returns per-clip info dicts."""
         self._check()
@@ -397,10 +390,10 @@ class Synth:
         import torch
 
         from avatar.data.cameras import opengl_c2w_from_viewmat, rigid_inverse
-        from avatar.synth.head import deformed_landmarks, procedural_head
         from avatar.media.audio import save_wav
         from avatar.media.video import VideoWriter
         from avatar.ops import rasterize
+        from avatar.synth.head import deformed_landmarks, procedural_head
 
         out.mkdir(parents=True, exist_ok=True)
         F = int(round(self.seconds * self.fps))
@@ -416,12 +409,12 @@ class Synth:
         lm3d = np.stack([deformed_landmarks(float(m), float(b), head) for m, b in zip(mouth, blink)])
         lm2d = project(lm3d[:, None], view, K_rig[None])                          # [F,C,478,2]
 
-        save_wav(out / "audio.wav", wav, SR)
+        save_wav(out / "audio.wav", wav, SAMPLE_RATE)
         cam_dirs = [out] if C == 1 else [out / "cameras" / f"cam{c:02d}" for c in range(C)]
         for d in cam_dirs:
             d.mkdir(parents=True, exist_ok=True)
         names = ["video.mp4"] if C == 1 else [f"cam{c:02d}.mp4" for c in range(C)]
-        writers = [VideoWriter(d / n, self.fps, self.width, self.height, audio=wav, sr=SR, crf=self.crf)
+        writers = [VideoWriter(d / n, self.fps, self.width, self.height, audio=wav, sr=SAMPLE_RATE, crf=self.crf)
                    for d, n in zip(cam_dirs, names)]
         mask_dirs = [d / "gt_masks" for d in cam_dirs]
         if self.masks:

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from avatar.audio.timeline import SAMPLE_RATE
+
 
 @dataclass
 class BenchDrive:
@@ -102,18 +104,19 @@ def _audio(self: BenchDrive):
         p = cand if cand.is_file() else None
     if p is not None:
         return load_audio(p), str(p)
-    t = np.arange(16000 * 20) / 16000
+    t = np.arange(SAMPLE_RATE * 20) / SAMPLE_RATE
     return (0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32), "synthetic"
 
 
 def _throughput(avatar, wav, size: int, stereo: bool, backend: str, seconds: float) -> Dict[str, Any]:
-    from avatar.runtime.stream import AvatarSource, ViewConfig
+    from avatar.runtime.sources import AvatarSource
+    from avatar.runtime.view import ViewConfig
 
     src = AvatarSource(avatar, ViewConfig(size, size, stereo, backend=backend), streaming=False, batch=4)
     src.push_audio(wav[:8000])  # warm-up: caches, allocator, backend load
     src.flush()
     src.reset()
-    seg = wav[: int(seconds * 16000)]
+    seg = wav[: int(seconds * SAMPLE_RATE)]
     t0 = time.perf_counter()
     n = len(src.push_audio(seg)) + len(src.flush())
     dt = time.perf_counter() - t0
@@ -125,12 +128,14 @@ def _breakdown(avatar, wav, size: int, backend: str, frames: int = 20) -> Dict[s
     import numpy as np
     import torch
 
-    from avatar.runtime.camera_path import FixedPose
-    from avatar.runtime.stream import StreamingMelFeatures, ViewConfig, audio_feature_config, cameras_for
     from avatar.audio.features import feature_windows
+    from avatar.audio.stream import StreamingMelFeatures
+    from avatar.runtime.camera_path import FixedPose
+    from avatar.runtime.sources import audio_feature_config
+    from avatar.runtime.view import ViewConfig, cameras_for
 
     m = avatar.model
-    seg = wav[: int(frames / avatar.fps * 16000) + 1]
+    seg = wav[: int(frames / avatar.fps * SAMPLE_RATE) + 1]
     t0 = time.perf_counter()
     s = StreamingMelFeatures(avatar.fps, audio_feature_config(m))
     rows = s.push(seg) + s.finish()
@@ -160,21 +165,23 @@ def _latency(avatar, wav, size: int, backend: str, seconds: float, live: bool = 
 
     import numpy as np
 
-    from avatar.runtime.stream import AvatarSource, ViewConfig
-    from avatar.runtime.server import AvatarServer, ServerConfig, stream_audio
+    from avatar.runtime.client import stream_audio
+    from avatar.runtime.server import AvatarServer, ServerConfig
+    from avatar.runtime.sources import AvatarSource
+    from avatar.runtime.view import ViewConfig
 
     def factory(stereo):
         return AvatarSource(avatar, ViewConfig(size, size, stereo, backend=backend), streaming=True)
 
-    seg = wav[: int(seconds * 16000)]
+    seg = wav[: int(seconds * SAMPLE_RATE)]
 
     async def go():
         server = await AvatarServer(factory, ServerConfig()).start("127.0.0.1", 0)
         try:
             uri = f"ws://127.0.0.1:{server.port}/ws"
-            await stream_audio(uri, seg[:3200], 16000)  # warm-up
+            await stream_audio(uri, seg[:3200], SAMPLE_RATE)  # warm-up
             t0 = time.perf_counter()
-            res = await stream_audio(uri, seg, 16000, chunk_ms=40, realtime=True, live=live, timeout=600)
+            res = await stream_audio(uri, seg, SAMPLE_RATE, chunk_ms=40, realtime=True, live=live, timeout=600)
             return res, time.perf_counter() - t0
         finally:
             await server.close()
@@ -188,7 +195,7 @@ def _latency(avatar, wav, size: int, backend: str, seconds: float, live: bool = 
             "algorithmic_latency_ms": 1000.0 * (1 + la) / fps,
             "latency_ms_p50": float(np.percentile(lat, 50)), "latency_ms_p95": float(np.percentile(lat, 95)),
             "latency_ms_max": float(lat.max()), "server_ms_p50": float(np.percentile(res.server_ms, 50)),
-            "stream_wall_s": wall, "audio_s": len(seg) / 16000, "realtime_factor": (len(seg) / 16000) / wall}
+            "stream_wall_s": wall, "audio_s": len(seg) / SAMPLE_RATE, "realtime_factor": (len(seg) / SAMPLE_RATE) / wall}
 
 
 def run_bench(self: BenchDrive) -> Dict[str, Any]:
@@ -198,8 +205,8 @@ def run_bench(self: BenchDrive) -> Dict[str, Any]:
         torch.set_num_threads(int(self.threads))
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
 
-    from avatar.runtime.stream import load_avatar
     from avatar.ops import backends
+    from avatar.runtime.sources import load_avatar
 
     wav, audio_name = _audio(self)
     with tempfile.TemporaryDirectory() as tmp:

@@ -24,15 +24,15 @@ from __future__ import annotations
 import json
 import os
 import platform
-import sys
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Tuple
 
-from avatar.prior.train_config import PriorTrainConfig
-from avatar.prior.config import MotionPriorConfig
+from avatar.audio.timeline import SAMPLE_RATE
+from avatar.prior.config import MotionPriorConfig, PriorTrainConfig
 
 
 def _default_train() -> PriorTrainConfig:
@@ -180,7 +180,7 @@ def _real_audio(b: BenchPrior, prior, ref_clip, w_open, np_: int, acfg) -> Dict[
 
     fps = ref_clip.fps
     style = (ref_clip.feats[:np_], ref_clip.motion[:np_])
-    zeros = np.zeros(int(10 * 16000), np.float32)
+    zeros = np.zeros(int(10 * SAMPLE_RATE), np.float32)
     f0, p0 = audio_clip_features(zeros, fps, int(10 * fps), acfg)
     sil = float((prior.predict(f0, p0, style)["motion"] @ w_open).clamp_min(0).mean())
     out = {}
@@ -188,14 +188,14 @@ def _real_audio(b: BenchPrior, prior, ref_clip, w_open, np_: int, acfg) -> Dict[
         if path.suffix.lower() not in (".ogg", ".flac", ".mp3", ".wav"):
             continue
         wav = load_audio(path)
-        n = int(len(wav) / 16000 * fps)
+        n = int(len(wav) / SAMPLE_RATE * fps)
         feats, pitch = audio_clip_features(wav, fps, n, acfg)
         op = (prior.predict(feats, pitch, style)["motion"] @ w_open).numpy()
-        hop = 16000 / fps
+        hop = SAMPLE_RATE / fps
         rms = np.array([np.sqrt(np.mean(wav[int(i * hop):int((i + 1) * hop)] ** 2) + 1e-12) for i in range(n)])
         env = np.convolve(rms, np.ones(3) / 3, mode="same")
         speech = float(np.clip(op, 0, None).mean())
-        out[path.name] = {"seconds": round(len(wav) / 16000, 2), "open_envelope_corr": float(np.corrcoef(op, env)[0, 1]),
+        out[path.name] = {"seconds": round(len(wav) / SAMPLE_RATE, 2), "open_envelope_corr": float(np.corrcoef(op, env)[0, 1]),
                           "mean_opening": speech, "silence_ratio": sil / max(speech, 1e-9)}
     return out
 
@@ -206,10 +206,10 @@ def run_bench(b: BenchPrior) -> Dict[str, Any]:
     import numpy as np
     import torch
 
-    from avatar.prior.api import finetune_prior
-    from avatar.prior.trainer import train_prior
     from avatar.audio.features import AudioFeatureConfig
+    from avatar.prior.api import finetune_prior
     from avatar.prior.model import frame_pitch
+    from avatar.prior.trainer import train_prior
 
     torch.set_num_threads(b.threads)
     t_start = time.time()
@@ -256,8 +256,8 @@ def run_bench(b: BenchPrior) -> Dict[str, Any]:
         n_sil = 250
         sil = {}
         g = np.random.default_rng(b.seed)
-        for name, wav in (("zeros", np.zeros(int(n_sil / fps * 16000), np.float32)),
-                          ("noise_-60dBFS", (10 ** (-60 / 20) * g.standard_normal(int(n_sil / fps * 16000))).astype(np.float32))):
+        for name, wav in (("zeros", np.zeros(int(n_sil / fps * SAMPLE_RATE), np.float32)),
+                          ("noise_-60dBFS", (10 ** (-60 / 20) * g.standard_normal(int(n_sil / fps * SAMPLE_RATE))).astype(np.float32))):
             from avatar.audio.features import frame_features
             f_ = frame_features(wav, fps, n_sil, acfg)
             p_ = frame_pitch(wav, fps, n_sil)
