@@ -7,10 +7,12 @@ from typing import Iterable, Tuple
 
 import numpy as np
 
+from avatar.data.schema import LABELS
+
 
 def background_plate(frames_masks: Iterable[Tuple[np.ndarray, np.ndarray]], dilate: int | None = None) -> Tuple[np.ndarray, float]:
     """frames_masks: (frame uint8 [H, W, 3], labels uint8 [H, W]) pairs -> (plate uint8 [H, W, 3],
-    fraction of pixels never seen and filled). The person (labels > 0) is grown by `dilate` pixels
+    fraction of pixels never seen and filled). The person (labels != background) is grown by `dilate` pixels
     (default ~2% of the frame) before it is excluded."""
     import cv2
 
@@ -21,7 +23,7 @@ def background_plate(frames_masks: Iterable[Tuple[np.ndarray, np.ndarray]], dila
             d = dilate or max(3, int(round(0.02 * max(lab.shape))) | 1)
             kernel = np.ones((d, d), np.uint8)
         stack.append(img)
-        valid.append(cv2.dilate((lab > 0).astype(np.uint8), kernel) == 0)
+        valid.append(cv2.dilate((lab != LABELS["background"]).astype(np.uint8), kernel) == 0)
     if not stack:
         raise ValueError("background_plate: no frames")
     S = np.stack(stack)                      # [N, H, W, 3] uint8

@@ -9,9 +9,10 @@ from typing import Dict
 import numpy as np
 
 from avatar.data import load_capture
-from avatar.data.writer import atomic_write_json, encode_image, atomic_write_bytes
-
-from .pipeline import STAGES, Context, config_dict
+from avatar.data.schema import LABELS
+from avatar.data.writer import encode_image
+from avatar.io.atomic import atomic_write_bytes, atomic_write_json
+from capture.context import STAGES, Context, config_dict
 
 # label colours (RGB) for overlays: background none, head, face, mouth, torso
 _COLOURS = np.array([[0, 0, 0], [255, 170, 0], [0, 200, 255], [255, 0, 80], [120, 255, 0]], np.float32)
@@ -29,7 +30,7 @@ def contact_sheet(ds, n: int = 12, cols: int = 4, tile: int = 256) -> np.ndarray
         img = ds.image_uint8(i).astype(np.float32)
         lab = ds.mask(i)
         tint = _COLOURS[lab]
-        a = np.where(lab > 0, 0.35, 0.0)[..., None]
+        a = np.where(lab != LABELS["background"], 0.35, 0.0)[..., None]
         img = (img * (1 - a) + tint * a).astype(np.uint8)
         img = np.ascontiguousarray(cv2.resize(img, (tile, int(round(ds.height * s)))))
         for x, y in ds.tracks["landmarks2d"][i] * s:

@@ -5,7 +5,8 @@ import torch
 
 from avatar.model.avatar import AvatarModel
 from avatar.model.config import AudioEncoderConfig, DeformConfig, GaussianConfig, ModelConfig, TriplaneConfig
-from avatar.model.gaussians import REGION_MOUTH, init_gaussians
+from avatar.data.schema import LABELS
+from avatar.model.gaussians import init_gaussians
 
 BACKEND = os.environ.get("AVATAR_TEST_BACKEND", "auto")
 
@@ -56,7 +57,7 @@ def test_deformation_learns_and_gate_is_per_region():
     with torch.no_grad():
         m.mouth_deform.head.bias[:3] = 1.0
     posed = m.deformed(lat)
-    mouth = m.gaussians.labels == REGION_MOUTH
+    mouth = m.gaussians.labels == LABELS["mouth"]
     assert (posed["d_means"][mouth].abs() > 0).all() and (posed["d_means"][~mouth] == 0).all()
 
 
@@ -65,7 +66,7 @@ def test_mouth_layer_is_composited_behind_face():
     V, K = camera()
     with torch.no_grad():  # mouth Gaussians bright red, and moved *in front of* the face in depth
         m.gaussians.params["colors"][:] = -5.0
-        mouth = m.gaussians.labels == REGION_MOUTH
+        mouth = m.gaussians.labels == LABELS["mouth"]
         m.gaussians.params["colors"][mouth, 0] = 5.0
         m.gaussians.params["means"][mouth] = torch.tensor([0.0, 0.0, -0.3]) + 0.01 * torch.randn(int(mouth.sum()), 3)
         m.gaussians.params["opacities"][:] = 5.0
@@ -78,7 +79,6 @@ def test_mouth_layer_is_composited_behind_face():
 
 def test_torso_stays_fixed_in_the_capture_camera_while_the_head_turns():
     from avatar.model.avatar import _move_region
-    from avatar.model.gaussians import REGION_TORSO
 
     m = small_model()
     V_ref = camera()[0][0]
@@ -89,8 +89,8 @@ def test_torso_stays_fixed_in_the_capture_camera_while_the_head_turns():
     R = torch.tensor([[c, 0, s], [0, 1.0, 0], [-s, 0, c]])
     V_t = V_ref.clone()
     V_t[:3, :3] = R  # the head turned by 0.3 rad in front of the same camera
-    posed = _move_region(m.deformed(use_deform=False), m.gaussians.labels == REGION_TORSO, m.torso_transform_for(V_t))
-    torso = m.gaussians.labels == REGION_TORSO
+    posed = _move_region(m.deformed(use_deform=False), m.gaussians.labels == LABELS["torso"], m.torso_transform_for(V_t))
+    torso = m.gaussians.labels == LABELS["torso"]
     cam_t = posed["means"][torso] @ V_t[:3, :3].T + V_t[:3, 3]
     cam_ref = m.gaussians.means[torso] @ V_ref[:3, :3].T + V_ref[:3, 3]
     assert torch.allclose(cam_t, cam_ref, atol=1e-5)

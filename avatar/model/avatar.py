@@ -26,7 +26,8 @@ from torch import nn
 from avatar.model.audio_encoder import AudioEncoder
 from avatar.model.config import ModelConfig, from_dict, to_dict
 from avatar.model.deform import DeformationNet
-from avatar.model.gaussians import REGION_MOUTH, REGION_TORSO, Gaussians
+from avatar.data.schema import LABELS
+from avatar.model.gaussians import Gaussians
 from avatar.model.triplane import HashTriplane
 
 CHECKPOINT_FORMAT = "avatar-checkpoint"
@@ -129,7 +130,7 @@ class AvatarModel(nn.Module):
         if use_deform:
             if audio_latent is None:
                 audio_latent = torch.zeros(self.cfg.audio.latent_dim, device=means.device)
-            mouth = g.labels == REGION_MOUTH  # [N]
+            mouth = g.labels == LABELS["mouth"]  # [N]
             feats = can["feats"]
             d_f = self.face_deform(feats, g.labels, audio_latent, motion, blink, cached=can["face_part"])
             d_m = self.mouth_deform(feats, g.labels, audio_latent, motion, blink, cached=can["mouth_part"])
@@ -162,8 +163,8 @@ class AvatarModel(nn.Module):
         posed = self.deformed(audio_latent, motion, blink, use_deform)
         labels = self.gaussians.labels
         if torso_transform is not None:
-            posed = _move_region(posed, labels == REGION_TORSO, torso_transform)
-        mouth = labels == REGION_MOUTH
+            posed = _move_region(posed, labels == LABELS["torso"], torso_transform)
+        mouth = labels == LABELS["mouth"]
         C = viewmats.shape[0]
         layers, views = [], []
         for sel in (mouth, ~mouth):

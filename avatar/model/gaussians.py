@@ -13,13 +13,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from avatar.data.schema import LABELS
 from avatar.model.config import GaussianConfig
 
-# region labels use the capture's mask label values (avatar.data.schema.LABELS)
-REGION_HEAD = 1    # hair / head that is not face
-REGION_FACE = 2    # face skin
-REGION_MOUTH = 3   # inside-mouth branch (rendered as its own layer behind the face)
-REGION_TORSO = 4   # neck / torso
+# Gaussian region labels are the capture's mask label values; "mouth" Gaussians are the inside-mouth
+# branch (rendered as their own layer behind the face)
 
 
 def _logit(p: float) -> float:
@@ -112,22 +110,22 @@ def init_gaussians(cfg: GaussianConfig, landmarks: Optional[np.ndarray] = None,
         n_lm = min(n_face // 3, 5 * len(lm))
         sel = lm[rng.integers(0, len(lm), n_lm)] + rng.normal(0, 0.003, (n_lm, 3)).astype(np.float32)
         pts.append(sel)
-        labels.append(np.full(n_lm, REGION_FACE))
+        labels.append(np.full(n_lm, LABELS["face"]))
         n_face -= n_lm
     shell = _fibonacci_ellipsoid(n_face, r * rng.uniform(0.9, 1.02, (n_face, 1)))
     pts.append(shell)
     # the front (-z) lower part of the shell is face, the rest head/hair
-    labels.append(np.where((shell[:, 2] < -0.3 * r[2]) & (shell[:, 1] > -0.4 * r[1]), REGION_FACE, REGION_HEAD))
+    labels.append(np.where((shell[:, 2] < -0.3 * r[2]) & (shell[:, 1] > -0.4 * r[1]), LABELS["face"], LABELS["head"]))
     if cfg.num_torso > 0 and torso_points is not None and len(torso_points) > 0:
         tp = np.asarray(torso_points, np.float32)
         pts.append(tp[rng.integers(0, len(tp), cfg.num_torso)] + rng.normal(0, 0.002, (cfg.num_torso, 3)).astype(np.float32))
-        labels.append(np.full(cfg.num_torso, REGION_TORSO))
+        labels.append(np.full(cfg.num_torso, LABELS["torso"]))
     elif cfg.num_torso > 0:
         t = _fibonacci_ellipsoid(cfg.num_torso * 2, (0.17, 0.12, 0.10), center=(0.0, 0.27, 0.02))
         t = t[t[:, 1] > 0.2][: cfg.num_torso]
         neck = _fibonacci_ellipsoid(max(0, cfg.num_torso - len(t)), (0.05, 0.06, 0.05), center=(0.0, 0.15, 0.01))
         pts += [t, neck]
-        labels += [np.full(len(t), REGION_TORSO), np.full(len(neck), REGION_TORSO)]
+        labels += [np.full(len(t), LABELS["torso"]), np.full(len(neck), LABELS["torso"])]
     if cfg.num_mouth > 0:
         if mouth_center is None:
             if landmarks is not None:
@@ -138,7 +136,7 @@ def init_gaussians(cfg: GaussianConfig, landmarks: Optional[np.ndarray] = None,
                 mouth_center = np.array([0.0, 0.05, -0.07], np.float32)
         m = rng.normal(0, 1, (cfg.num_mouth, 3)) * np.array([0.02, 0.008, 0.008]) + mouth_center
         pts.append(m.astype(np.float32))
-        labels.append(np.full(cfg.num_mouth, REGION_MOUTH))
+        labels.append(np.full(cfg.num_mouth, LABELS["mouth"]))
     means = torch.from_numpy(np.concatenate(pts, 0).astype(np.float32))
     lab = torch.from_numpy(np.concatenate(labels, 0).astype(np.int64))
     return Gaussians(means, lab, scale=cfg.init_scale, opacity=cfg.init_opacity)

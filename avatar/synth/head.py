@@ -31,8 +31,8 @@ from typing import Dict, Tuple
 import numpy as np
 
 from avatar.data import face_model as fm
+from avatar.data.schema import LABELS
 
-LABEL_HEAD, LABEL_FACE, LABEL_MOUTH, LABEL_TORSO = 1, 2, 3, 4  # avatar.data.schema.LABELS
 
 Color = Tuple[float, float, float]
 
@@ -260,7 +260,7 @@ class _Head:
         cheek = np.exp(-(((np.abs(p[:, 0]) - 0.04) / 0.015) ** 2 + ((p[:, 1] - 0.005) / 0.015) ** 2))
         col = col * (1 - 0.12 * cheek[:, None]) + 0.12 * cheek[:, None] * np.array([0.85, 0.45, 0.45])
         self.f_color = np.clip(col * _texture(p, 0.05), 0, 1)
-        self.f_label = np.full(len(p), LABEL_FACE)
+        self.f_label = np.full(len(p), LABELS["face"])
 
     # --- everything that is not face skin ----------------------------------------------------
     def _build_extras(self):
@@ -291,7 +291,7 @@ class _Head:
             col[r < 0.0024 * sc[0]] = 0.04
             col[~ring] *= (1.0 - 0.25 * np.clip((r[~ring] - iris_r) / 0.012, 0, 1))[:, None]
             pts = np.concatenate([xy, z[:, None]], 1)
-            parts.append((pts, np.tile([0, 0, -1.0], (len(pts), 1)), step * 0.9, col, LABEL_FACE, 0.0,
+            parts.append((pts, np.tile([0, 0, -1.0], (len(pts), 1)), step * 0.9, col, LABELS["face"], 0.0,
                           1.0, False))
 
         # mouth: cavity (dark), tongue, teeth; lower parts follow the jaw
@@ -308,7 +308,7 @@ class _Head:
         pts = np.concatenate([p for p, _ in layers])
         col = np.concatenate([c for _, c in layers])
         w = _smoothstep((pts[:, 1] - self.y_mouth) / (MOUTH_BAND * sc[1]) + 0.5)
-        parts.append((pts, np.tile([0, 0, -1.0], (len(pts), 1)), step * 0.8, col, LABEL_MOUTH, w, 1.0, False))
+        parts.append((pts, np.tile([0, 0, -1.0], (len(pts), 1)), step * 0.8, col, LABELS["mouth"], w, 1.0, False))
         # tongue (moves with the jaw)
         y14 = lm[14, 1]
         gx, gz = np.meshgrid(np.arange(-0.019 * sc[0], 0.019 * sc[0], step),
@@ -319,7 +319,7 @@ class _Head:
         ty = y14 + 0.004 * sc[1] + 10.0 * gx ** 2 + 0.1 * (gz - gz.min())
         pts = np.stack([gx, ty, gz], 1)
         parts.append((pts, np.tile([0, -1.0, -0.3], (len(pts), 1)), step * 0.8,
-                      np.tile([0.62, 0.27, 0.29], (len(pts), 1)), LABEL_MOUTH, 1.0, 1.0, True))
+                      np.tile([0.62, 0.27, 0.29], (len(pts), 1)), LABELS["mouth"], 1.0, 1.0, True))
         # teeth: upper row fixed below the upper inner lip, lower row on the jaw above the lower lip
         y13 = lm[13, 1]
         tstep = sp * 0.45
@@ -333,7 +333,7 @@ class _Head:
             gap = np.abs(((gx / 0.0045 + 0.5) % 1.0) - 0.5) < 0.07
             col = np.tile([0.94, 0.93, 0.86], (len(pts), 1))
             col[gap] = [0.55, 0.5, 0.45]
-            parts.append((pts, np.tile([0, 0, -1.0], (len(pts), 1)), tstep * 0.9, col, LABEL_MOUTH, wj,
+            parts.append((pts, np.tile([0, 0, -1.0], (len(pts), 1)), tstep * 0.9, col, LABELS["mouth"], wj,
                           1.0, False))
 
         # skull + hair: an ellipsoid, without the part in front of the face
@@ -355,12 +355,12 @@ class _Head:
         col = col * _texture(pts * np.where(is_hair[:, None], 3.0, 1.0), np.where(is_hair, 0.25, 0.04)[:, None])
         # hair sits slightly outside the skull
         pts = pts + nrm * np.where(is_hair, 0.006, 0.0)[:, None] * sc
-        parts.append((pts, nrm, ssk * 0.85, col, LABEL_HEAD, 0.0, 1.0, True))
+        parts.append((pts, nrm, ssk * 0.85, col, LABELS["head"], 0.0, 1.0, True))
         # ears
         for sgn in (-1.0, 1.0):
             pts, nrm, se = _ellipsoid_points(np.array([sgn * 0.077, 0.0, 0.015]) * sc,
                                              np.array([0.012, 0.03, 0.018]) * sc, sp * 0.8)
-            parts.append((pts, nrm, se * 0.85, np.tile(np.array(s.skin) * 0.92, (len(pts), 1)), LABEL_HEAD,
+            parts.append((pts, nrm, se * 0.85, np.tile(np.array(s.skin) * 0.92, (len(pts), 1)), LABELS["head"],
                           0.0, 1.0, True))
 
         # neck: an elliptic cylinder; under-jaw skin from the lower face oval to the neck
@@ -373,7 +373,7 @@ class _Head:
         pts = np.stack([ncen[0] + nr[0] * np.sin(A), Y, ncen[2] - nr[2] * np.cos(A)], 1)
         nrm = np.stack([np.sin(A) / nr[0], np.zeros_like(A), -np.cos(A) / nr[2]], 1)
         neck_col = np.array(s.skin) * 0.88
-        parts.append((pts, nrm, sp * 1.7, np.tile(neck_col, (len(pts), 1)), LABEL_TORSO, 0.0, 1.0, True))
+        parts.append((pts, nrm, sp * 1.7, np.tile(neck_col, (len(pts), 1)), LABELS["torso"], 0.0, 1.0, True))
         self.neck = (ncen, nr)
         # under the jaw: for lower-oval landmarks, strips to the neck (weights from the landmark)
         oval_ids = fm.FACE_OVAL
@@ -387,7 +387,7 @@ class _Head:
         keep = pts[:, 1] < 0.30
         pts, nrm = pts[keep], nrm[keep]
         col = np.array(s.shirt) * _texture(pts, 0.06)
-        parts.append((pts, nrm, sto * 0.9, col, LABEL_TORSO, 0.0, 1.0, True))
+        parts.append((pts, nrm, sto * 0.9, col, LABELS["torso"], 0.0, 1.0, True))
 
         P = np.concatenate([p[0] for p in parts])
         N = np.concatenate([p[1] for p in parts])
@@ -452,7 +452,7 @@ class _Head:
                                          np.full(n_u, 0.98)]),                     # [N]
             "colors": np.concatenate([f_colors, self.x_color,
                                       np.clip(_shade(np.tile(self.under_col, (n_u, 1)), u_n), 0, 1)]),
-            "labels": np.concatenate([self.f_label, self.x_label, np.full(n_u, LABEL_TORSO)]),
+            "labels": np.concatenate([self.f_label, self.x_label, np.full(n_u, LABELS["torso"])]),
         }
         return out
 

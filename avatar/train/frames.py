@@ -11,6 +11,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from avatar.data.schema import LABELS
 from avatar.train.config import DataConfig, LossConfig
 from avatar.audio.features import AudioFeatureConfig, feature_windows, frame_features
 
@@ -106,7 +107,7 @@ def load_frames(ds, data_cfg: DataConfig, loss_cfg: LossConfig, audio_cfg: Audio
             boxes[i] = [max(0, int(x0 - pad)), max(0, int(y0 - pad)), min(w, int(np.ceil(x1 + pad))),
                         min(h, int(np.ceil(y1 + pad)))]
         else:  # no landmarks: mouth-interior mask bbox, else lower-middle of the frame
-            ys, xs = np.nonzero(masks[i].numpy() == 3)
+            ys, xs = np.nonzero(masks[i].numpy() == LABELS["mouth"])
             if len(xs):
                 boxes[i] = [max(0, xs.min() - 2), max(0, ys.min() - 2), min(w, xs.max() + 3), min(h, ys.max() + 3)]
             else:

@@ -16,6 +16,8 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 import torch
 
+from avatar.data.schema import LABELS
+
 
 def psnr_from_mse(mse: float) -> float:
     return float(10.0 * math.log10(1.0 / max(mse, 1e-12)))
@@ -107,7 +109,7 @@ def evaluate(model, data, indices: Optional[Sequence[int]] = None, use_deform: b
         sums["mse"] += mse
         smap = ssim_map(pred, gt)
         sums["ssim"] += float(smap.mean())
-        face = (data.masks[i] == 2) | (data.masks[i] == 3)
+        face = (data.masks[i] == LABELS["face"]) | (data.masks[i] == LABELS["mouth"])
         nf = float(face.sum())
         if nf > 0:
             sums["mse_face"] += float(err.mean(-1)[face].mean())

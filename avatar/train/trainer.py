@@ -18,12 +18,12 @@ import dataclasses
 import random
 import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
-import tyro
+
+from avatar.data.schema import LABELS
 
 TRAIN_CKPT_FORMAT = "avatar-train-checkpoint"
 TRAIN_CKPT_VERSION = 1
@@ -59,10 +59,10 @@ def init_landmarks(ds, train_idx) -> Optional[np.ndarray]:
 
 
 def torso_points(data, ref_frame: int, rng: np.random.Generator, n: int = 4000) -> Optional[np.ndarray]:
-    """Torso pixels (mask label 4) of frame `ref_frame` unprojected to the head-centre depth (+2 cm),
+    """Torso pixels (mask label LABELS["torso"]) of frame `ref_frame` unprojected to the head-centre depth (+2 cm),
     in head coordinates [T,3]; None when the frame has no torso pixels."""
     m = data.masks[ref_frame].numpy()
-    ys, xs = np.nonzero(m == 4)
+    ys, xs = np.nonzero(m == LABELS["torso"])
     if len(xs) == 0:
         return None
     k = rng.choice(len(xs), min(n, len(xs)), replace=False)
@@ -300,7 +300,7 @@ class Trainer:
             self._non_finite(f"non-finite Gaussians ({e})", phase, i)
         pred = out["rgb"][0]
         L = c.loss
-        w = 1.0 + L.mouth_weight * (mask == 3).float() + L.lip_weight * d.lips[i].to(dev).float()  # [h,w]
+        w = 1.0 + L.mouth_weight * (mask == LABELS["mouth"]).float() + L.lip_weight * d.lips[i].to(dev).float()  # [h,w]
         l1 = ((pred - gt).abs().mean(-1) * w).sum() / w.sum()
         loss = (1 - L.ssim_weight) * l1
         if L.ssim_weight > 0:
@@ -468,12 +468,13 @@ def _set_py_state(s):
 
 # ---- public API -------------------------------------------------------------------------------------------
 def train(data_dir, out_dir, preset: Optional[str] = "tiny", overrides: Optional[Dict[str, Any]] = None,
-          progress: bool = True, resume: bool = False, dataset=None) -> Path:
+          progress: bool = True, resume: bool = False, dataset=None, config=None) -> Path:
     """Train an avatar from a capture folder; returns the final avatar checkpoint (out_dir/avatar.pt).
 
     preset: name in configs/ ("tiny", "phone", "multiview", "quality") or a YAML path. overrides: nested or
     dotted keys over the preset, e.g. {"phases": [...], "loss.ssim_weight": 0.1}. resume: continue from the
     newest checkpoint in out_dir/checkpoints using the config saved there (preset/overrides ignored).
+    config: a resolved TrainConfig (then preset/overrides are ignored; `avatar train` passes its flags' one).
     dataset: an already-loaded dataset object (then data_dir is only used for messages).
     Raises TrainingError (non-finite loss: the last good checkpoint is kept), avatar.data.DatasetError,
     ConfigError.
@@ -483,6 +484,8 @@ def train(data_dir, out_dir, preset: Optional[str] = "tiny", overrides: Optional
     out_dir = Path(out_dir)
     if resume and (out_dir / "config.yaml").is_file():
         cfg = config_from_dict(read_yaml(out_dir / "config.yaml"), str(out_dir / "config.yaml"))
+    elif config is not None:
+        cfg = config.validate()
     else:
         cfg = load_config(preset, overrides)
     if dataset is None:
@@ -493,58 +496,3 @@ def train(data_dir, out_dir, preset: Optional[str] = "tiny", overrides: Optional
     return trainer.run(resume=resume)
 
 
-def _parse_set(items) -> Dict[str, Any]:
-    import yaml
-
-    out: Dict[str, Any] = {}
-    for it in items:
-        if "=" not in it:
-            raise ValueError(f"--set expects KEY=VALUE (e.g. loss.ssim_weight=0.1), got {it!r}")
-        k, v = it.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
-    return out
-
-
-@dataclass
-class Train:
-    """Train a talking-head avatar from a capture folder (static -> deformation -> joint phases)."""
-
-    data: tyro.conf.Positional[Path]
-    """Capture folder written by `avatar capture`."""
-    preset: str = "tiny"
-    """Config preset: a name in configs/ (tiny, phone, multiview, quality) or a YAML file."""
-    out: Optional[Path] = None
-    """Output folder (default outputs/train/<capture folder name>)."""
-    resume: bool = False
-    """Continue from the newest checkpoint in the output folder (with its saved config)."""
-    set: Tuple[str, ...] = ()
-    """Config overrides KEY=VALUE with dotted keys and YAML values, e.g. loss.ssim_weight=0.1."""
-    no_progress: bool = False
-    """Hide the progress bar."""
-    prior: Optional[Path] = None
-    """Motion-prior checkpoint (`avatar prior train`): the deformation network takes motion codes in the
-    prior's motion space as input (so `avatar drive --prior` can animate it from any audio); recorded in
-    avatar.pt. The capture must use the prior's motion space."""
-    prior_finetune: bool = False
-    """With --prior: also fine-tune the prior on this capture (OUT/prior_finetuned.pt; drive uses it)."""
-
-    def main(self) -> int:
-        import sys
-
-        from avatar.model.config import ConfigError
-
-        out = self.out or Path("outputs") / "train" / Path(self.data).name
-        overrides = _parse_set(self.set)
-        if self.prior_finetune and self.prior is None:
-            print("avatar train: error: --prior-finetune needs --prior PRIOR.pt", file=sys.stderr)
-            return 1
-        if self.prior is not None:
-            overrides.update({"prior": str(self.prior), "prior_finetune": self.prior_finetune})
-        try:
-            path = train(self.data, out, self.preset, overrides or None, progress=not self.no_progress,
-                         resume=self.resume)
-        except (TrainingError, ConfigError, ValueError) as e:  # PriorCheckpointError is a ValueError
-            print(f"avatar train: error: {e}", file=sys.stderr)
-            return 1
-        print(f"avatar written to {path}")
-        return 0
