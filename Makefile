@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 PIP     := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt
 NATIVE  := $(wildcard cuda/include/*/*.h cuda/include/*/*.cuh cuda/csrc/*.cpp cuda/csrc/*/*.cpp cuda/csrc/*/*.cu)
 
-.PHONY: setup demo test test-setup cuda-check clean
+.PHONY: setup demo test test-setup cuda-check cuda-build clean
 
 ## setup: create .venv, install the CPU (or CUDA, on a GPU machine) torch, deps, the package and its extensions
 setup: $(VENV)/.setup-done
@@ -21,16 +21,23 @@ $(VENV)/.setup-done: setup.py requirements.txt constraints.txt $(NATIVE)
 demo: setup
 	$(BIN)/avatar demo
 
-## test: the default CPU test suite (README); GPU tests skip without a GPU
+## test: the import rules (lint-imports, docs/architecture.md), then the default CPU test suite (README);
+## GPU tests skip without a GPU
 test-setup: setup
 	$(PIP) -r requirements-test.txt
 	./scripts/install-test-system-deps.sh
 test: test-setup
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
-## cuda-check: compile every CUDA kernel source with nvcc -c (no GPU needed)
+## cuda-check: compile every CUDA kernel source with nvcc -c (no GPU needed, seconds)
 cuda-check:
 	./scripts/cuda-check.sh
+
+## cuda-build: build, link and import avatar._C_cuda (sm_80/sm_90) against a CUDA torch kept in
+## ~/.cache/avatar/cuda-venv (no GPU needed; first run ~6 min, then ~15 s; see the script)
+cuda-build:
+	./scripts/cuda-build.sh
 
 clean:
 	rm -rf build $(VENV) *.egg-info avatar/*.so

@@ -22,7 +22,7 @@ from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 CUDA_EXT = "avatar._C_cuda"
-CUDA_NVCC_FLAGS = ["-O3", "--use_fast_math", "-std=c++17", "-lineinfo"]
+CUDA_NVCC_FLAGS = ["-O3", "--use_fast_math", "-lineinfo"]
 
 
 def _rel(pattern):
@@ -90,17 +90,23 @@ def _extensions():
             "avatar._C_cpu",
             sources=_rel("cuda/csrc/cpu/*.cpp") + _rel("cuda/csrc/bind_cpu.cpp"),
             include_dirs=include,
-            extra_compile_args=["-O3", "-fopenmp", "-std=c++17"],
+            extra_compile_args=["-O3", "-fopenmp"],
             extra_link_args=["-fopenmp"],
         ))
     want = os.environ.get("AVATAR_BUILD_CUDA")
     has_cuda = torch.version.cuda is not None and CUDA_HOME is not None
-    if want == "1" or (want != "0" and has_cuda):
+    if want == "1" and not has_cuda:
+        why = (f"torch {torch.__version__} is a CPU-only build" if torch.version.cuda is None
+               else "no CUDA toolkit found (set CUDA_HOME)")
+        if _flag("AVATAR_CUDA_REQUIRED", "0"):
+            sys.exit(f"setup.py: cannot build {CUDA_EXT}: {why}")
+        sys.stderr.write(f"setup.py: WARNING: {CUDA_EXT} not built ({why}); installing without it.\n")
+    elif want == "1" or (want != "0" and has_cuda):
         exts.append(CUDAExtension(
             CUDA_EXT,
             sources=_rel("cuda/csrc/cuda/*.cu") + _rel("cuda/csrc/bind_cuda.cpp"),
             include_dirs=include,
-            extra_compile_args={"cxx": ["-O3", "-std=c++17"], "nvcc": list(CUDA_NVCC_FLAGS)},
+            extra_compile_args={"cxx": ["-O3"], "nvcc": list(CUDA_NVCC_FLAGS)},
         ))
     return exts, {"build_ext": BuildExt}
 

@@ -13,6 +13,6 @@ files=(cuda/csrc/cuda/*.cu)
 [ ${#files[@]} -gt 0 ] || { echo "cuda-check: no .cu files under cuda/csrc/cuda" >&2; exit 1; }
 for f in "${files[@]}"; do
   echo "nvcc -c $f"
-  "$NVCC" -c -std=c++17 -O3 -Icuda/include -arch=sm_80 "$f" -o "$out/$(basename "$f").o"
+  "$NVCC" -c -std=c++20 -O3 -Icuda/include -arch=sm_80 "$f" -o "$out/$(basename "$f").o"
 done
 echo "cuda-check: ${#files[@]} file(s) compiled"
