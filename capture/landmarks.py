@@ -20,6 +20,8 @@ from typing import List, Optional
 
 import numpy as np
 
+from avatar.data.schema import NUM_LANDMARKS
+
 from .errors import CaptureError
 
 # iBUG-68 point k -> mediapipe index (jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, lips 48-67).
@@ -72,7 +74,7 @@ class MediapipeBackend:
         out = []
         for face in res.multi_face_landmarks or []:
             lm = np.array([(p.x, p.y) for p in face.landmark], np.float32)  # [478, 2] normalised
-            if lm.shape != (478, 2):
+            if lm.shape != (NUM_LANDMARKS, 2):
                 continue
             lm *= (w, h)
             out.append(lm)
@@ -130,7 +132,7 @@ class FaceAlignmentBackend:
             p = np.asarray(p, np.float64)[:, :2] + 0.5  # FAN: pixel-index coordinates
             src = np.c_[self._canon[IBUG68_TO_MP], np.ones(68)]
             A, *_ = np.linalg.lstsq(src, p, rcond=None)  # [3, 2] affine
-            lm = np.c_[self._canon, np.ones(478)] @ A
+            lm = np.c_[self._canon, np.ones(NUM_LANDMARKS)] @ A
             lm[IBUG68_TO_MP] = p
             out.append(lm.astype(np.float32))
         return out
@@ -154,8 +156,8 @@ class KnownBackend:
             if "landmarks2d" not in z.files:
                 raise CaptureError(f"{path}: has no 'landmarks2d' array (keys: {z.files})")
             self._lm = np.asarray(z["landmarks2d"], np.float32)
-        if self._lm.ndim != 3 or self._lm.shape[1:] != (478, 2):
-            raise CaptureError(f"{path}: landmarks2d must be [F, 478, 2], got {self._lm.shape}")
+        if self._lm.ndim != 3 or self._lm.shape[1:] != (NUM_LANDMARKS, 2):
+            raise CaptureError(f"{path}: landmarks2d must be [F, {NUM_LANDMARKS}, 2], got {self._lm.shape}")
         self._ratio = src_fps / out_fps
         self._scale = np.array([work_size[0] / src_size[0], work_size[1] / src_size[1]], np.float32)
 
@@ -203,7 +205,7 @@ def select_track(faces: np.ndarray, counts: np.ndarray):
     faces [F, K, 478, 2] (NaN where absent), counts [F] -> (landmarks2d [F, 478, 2] NaN where none,
     valid [F] bool, multi [F] bool: frames that showed several faces)."""
     F = faces.shape[0]
-    out = np.full((F, 478, 2), np.nan, np.float32)
+    out = np.full((F, NUM_LANDMARKS, 2), np.nan, np.float32)
     valid = np.zeros(F, bool)
     multi = counts > 1
     prev = None

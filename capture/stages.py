@@ -11,6 +11,7 @@ from typing import Dict, List
 import numpy as np
 
 from avatar.audio.timeline import SAMPLE_RATE
+from avatar.data.schema import NUM_LANDMARKS
 from avatar.io.atomic import atomic_write_json
 from capture.context import Context
 
@@ -291,7 +292,7 @@ def stage_faces(ctx: Context) -> Dict:
         cam = st["camera_id"]
         N = _num_frames(ctx, cam)
         K = max(1, cfg.max_faces)
-        faces = np.full((N, K, 478, 2), np.nan, np.float32)
+        faces = np.full((N, K, NUM_LANDMARKS, 2), np.nan, np.float32)
         counts = np.zeros(N, np.int32)
         for src, part in zip(st["sources"], per_stream[str(cam)]["sources"]):
             sp = Path(src["path"])

@@ -11,6 +11,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from avatar.data import face_model
+from avatar.data.schema import NUM_LANDMARKS
 
 
 def rigid_indices() -> np.ndarray:
@@ -191,7 +192,7 @@ def track(lm2d: np.ndarray, valid: np.ndarray, size, *, focal: Optional[float] =
         t[i] = tvec
         rms[i] = e
     R, t = smooth_poses(R, t, valid, smooth_sigma)
-    lm3 = np.zeros((F, 478, 3), np.float32)
+    lm3 = np.zeros((F, NUM_LANDMARKS, 3), np.float32)
     pose = np.tile(np.eye(4), (F, 1, 1))
     for i in np.flatnonzero(valid):
         lm3[i] = backproject(lm2d[i], K, R[i], t[i])

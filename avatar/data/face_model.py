@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-_HERE = Path(__file__).resolve().parent
+from avatar.data.schema import NUM_LANDMARKS
 
-NUM_LANDMARKS = 478
+_HERE = Path(__file__).resolve().parent
 
 LIPS_OUTER = np.array([61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39,
                        40, 185], np.int64)

@@ -20,6 +20,8 @@ from typing import Dict, Tuple
 
 import numpy as np
 
+from avatar.data.schema import NUM_LANDMARKS
+
 MOTION_VERSION = 1
 
 # Expression landmarks (mediapipe indices): lips (outer + inner), eyelids, brows, jaw and cheeks.
@@ -82,10 +84,10 @@ class MotionSpace:
         """landmarks3d [F, 478, 3] (head frame), neutral [478, 3] -> motion codes float32 [F, M]."""
         lm = np.asarray(landmarks3d, np.float64)
         nt = np.asarray(neutral, np.float64)
-        if lm.ndim != 3 or lm.shape[1:] != (478, 3):
-            raise ValueError(f"MotionSpace.encode: landmarks3d must be [F, 478, 3], got {lm.shape}")
-        if nt.shape != (478, 3):
-            raise ValueError(f"MotionSpace.encode: neutral must be [478, 3], got {nt.shape}")
+        if lm.ndim != 3 or lm.shape[1:] != (NUM_LANDMARKS, 3):
+            raise ValueError(f"MotionSpace.encode: landmarks3d must be [F, {NUM_LANDMARKS}, 3], got {lm.shape}")
+        if nt.shape != (NUM_LANDMARKS, 3):
+            raise ValueError(f"MotionSpace.encode: neutral must be [{NUM_LANDMARKS}, 3], got {nt.shape}")
         if lm.shape[0] == 0:
             return np.zeros((0, self.dim), np.float32)
         st = list(self.stable_indices)
@@ -104,8 +106,8 @@ class MotionSpace:
         (<= `quantile` of mouth openness) and open eyes (blink below its median), after rigid
         alignment to the overall median face."""
         lm = np.asarray(landmarks3d, np.float64)
-        if lm.ndim != 3 or lm.shape[0] == 0 or lm.shape[1:] != (478, 3):
-            raise ValueError(f"estimate_neutral: landmarks3d must be [F>0, 478, 3], got {lm.shape}")
+        if lm.ndim != 3 or lm.shape[0] == 0 or lm.shape[1:] != (NUM_LANDMARKS, 3):
+            raise ValueError(f"estimate_neutral: landmarks3d must be [F>0, {NUM_LANDMARKS}, 3], got {lm.shape}")
         keep = np.ones(lm.shape[0], bool)
         if mouth_open is not None and len(mouth_open) == lm.shape[0]:
             keep &= np.asarray(mouth_open) <= np.quantile(mouth_open, quantile)

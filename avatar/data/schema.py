@@ -11,12 +11,15 @@ A capture folder (written by `avatar capture`, read only through `avatar.data.lo
     tracks.npz        per-frame tracks (TRACK_SHAPES below)
     report/           contact sheet, plots, summary.json (for people; never read back)
 
-The world frame is the head frame (DESIGN.md): transform_matrix of frame i is the camera pose in the
+The world frame is the head frame (docs/architecture.md): transform_matrix of frame i is the camera pose in the
 head frame, i.e. tracks["head_pose"][i] converted to OpenGL axes.
 """
 from __future__ import annotations
 
 from typing import Dict, Tuple
+
+NUM_LANDMARKS = 478
+"""Face landmarks per frame (mediapipe face-mesh topology with refined eyes/lips; avatar.data.face_model)."""
 
 SCHEMA_VERSION = 1
 """Version of the "avatar" block in transforms.json; bumped on any incompatible change."""
@@ -51,8 +54,8 @@ STAGE_OF: Dict[str, str] = {
 
 # Required arrays of tracks.npz: name -> shape with F = number of frames (None = any size).
 TRACK_SHAPES: Dict[str, Tuple] = {
-    "landmarks2d": ("F", 478, 2),   # pixels in the stored image, pixel centres at +0.5
-    "landmarks3d": ("F", 478, 3),   # head frame, head pose removed, metres
+    "landmarks2d": ("F", NUM_LANDMARKS, 2),   # pixels in the stored image, pixel centres at +0.5
+    "landmarks3d": ("F", NUM_LANDMARKS, 3),   # head frame, head pose removed, metres
     "motion": ("F", None),           # motion codes (avatar.data.motion.MotionSpace)
     "blink": ("F",),                 # [0, 1], 1 = closed
     "mouth_open": ("F",),            # inner-lip gap / mouth width (face_model.mouth_openness)
