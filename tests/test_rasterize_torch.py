@@ -210,3 +210,35 @@ def test_missing_backend_requested_explicitly_names_the_fix(monkeypatch):
         rasterize(**_args(), backend="cpu")
     _, _, meta = rasterize(**_args())                   # auto falls through to the reference
     assert meta["backend"] == "torch"
+
+
+def test_failed_native_build_is_remembered_and_auto_falls_back(monkeypatch):
+    """A failing JIT compile: `auto` warns once naming the cause and uses the next backend; the
+    compile is not retried on later calls; an explicit request raises the same one-line reason."""
+    from avatar.ops import BackendUnavailable, _native, backends
+
+    calls = []
+
+    def broken_jit(kind, srcs):
+        calls.append(kind)
+        raise RuntimeError("Error building extension 'avatar_C_cpu'\nc++: simulated compiler failure")
+
+    monkeypatch.setattr(_native, "_LOADER", _native._Loader())          # a fresh process' state
+    monkeypatch.setattr(_native, "_prebuilt_is_stale", lambda kind, srcs: True)   # take the JIT path
+    monkeypatch.setattr(_native, "_jit", broken_jit)
+    import warnings
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("default")            # Python's default: once per call site
+        for _ in range(3):                          # e.g. a render loop
+            _, _, meta = rasterize(**_args())
+            assert meta["backend"] == "torch"
+    said = [str(w.message) for w in seen if "unavailable" in str(w.message)]
+    assert said == ["rasterize: backend 'cpu' unavailable (could not JIT-compile avatar._C_cpu (RuntimeError: "
+                    "c++: simulated compiler failure); run `make setup` (builds avatar._C_cpu, and "
+                    "avatar._C_cuda on a CUDA machine)); using 'torch' instead"], said
+    assert calls == ["cpu"]                         # compiled once, not on every call
+    ok, why = backends()["cpu"]
+    assert not ok and "simulated compiler failure" in why and "\n" not in why
+    with pytest.raises(BackendUnavailable, match="simulated compiler failure"):
+        rasterize(**_args(), backend="cpu")
+    assert calls == ["cpu"]

@@ -1,7 +1,9 @@
 """Backend registry: availability (with reasons), `auto` resolution and lazy loading.
 
 Nothing here compiles or loads a native module at import; `backends()` only probes cheaply
-(imports of prebuilt modules, tool lookups) and `ops(name)` loads on first use.
+(spec lookups of prebuilt modules, tool lookups, remembered load failures). `resolve("auto")` loads
+the native backend it is about to pick, so a failed load (e.g. a JIT compile error) falls through to
+the next backend with one warning instead of raising; `ops(name)` loads on first use.
 """
 from __future__ import annotations
 
@@ -13,12 +15,12 @@ from typing import Dict, Tuple
 
 import torch
 
+from avatar.ops import _native
+from avatar.ops._errors import FIX, BackendUnavailable
+
 NAMES = ("cuda", "gsplat", "cpu", "torch")
-FIX = "run `make setup` (builds avatar._C_cpu, and avatar._C_cuda on a CUDA machine)"
-
-
-class BackendUnavailable(RuntimeError):
-    """An explicitly requested rasterizer backend cannot be used here."""
+NATIVE = ("cuda", "cpu")
+__all__ = ["NAMES", "FIX", "BackendUnavailable", "backends", "resolve", "ops"]
 
 
 def _prebuilt(mod: str) -> bool:
@@ -29,9 +31,11 @@ def _prebuilt(mod: str) -> bool:
 
 
 def _cpu_status() -> Tuple[bool, str]:
+    failed = _native.failure("cpu")
+    if failed:
+        return False, failed
     if _prebuilt("avatar._C_cpu"):
         return True, "prebuilt avatar._C_cpu"
-    from avatar.ops import _native
     if not _native.sources("cpu"):
         return False, f"no native sources found under {_native.CUDA_DIR} (not a source checkout); {FIX}"
     if shutil.which("c++") or shutil.which("g++"):
@@ -44,6 +48,9 @@ def _cuda_status() -> Tuple[bool, str]:
         return False, "torch is a CPU-only build"
     if not torch.cuda.is_available():
         return False, "no CUDA device visible (torch.cuda.is_available() is False)"
+    failed = _native.failure("cuda")
+    if failed:
+        return False, failed
     if _prebuilt("avatar._C_cuda"):
         return True, "prebuilt avatar._C_cuda"
     from torch.utils.cpp_extension import CUDA_HOME
@@ -86,10 +93,7 @@ def resolve(backend: str, like: torch.Tensor, camera_grad: bool = False) -> str:
     usable = {"cuda": on_cuda and f32, "gsplat": on_cuda and f32,
               "cpu": like.device.type == "cpu" and f32, "torch": True}
     if backend == "auto":
-        for name in NAMES:
-            if usable[name] and _status(name)[0]:
-                return name
-        return "torch"
+        return _auto(usable, on_cuda)
     if not usable[backend]:
         where = "CUDA tensors" if backend in ("cuda", "gsplat") else "CPU tensors"
         raise ValueError(f"rasterize: backend {backend!r} needs float32 {where}; got "
@@ -98,6 +102,30 @@ def resolve(backend: str, like: torch.Tensor, camera_grad: bool = False) -> str:
     if not ok:
         raise BackendUnavailable(f"rasterize backend {backend!r} is unavailable: {why}")
     return backend
+
+
+def _auto(usable: Dict[str, bool], on_cuda: bool) -> str:
+    """cuda -> gsplat -> cpu -> torch: the first usable one that loads. When our native backend for
+    this device (cuda for CUDA tensors, cpu for CPU tensors) is skipped, one warning says why."""
+    own = "cuda" if on_cuda else "cpu"
+    skipped = None
+    for name in NAMES:
+        if not usable[name]:
+            continue
+        ok, why = _status(name)
+        if ok and name in NATIVE:
+            try:
+                _native.load(name)           # loads (or JIT-builds) once; a failure is remembered
+            except BackendUnavailable as e:
+                ok, why = False, str(e)
+        if ok:
+            if skipped:
+                warnings.warn(f"rasterize: backend {own!r} unavailable ({skipped}); using {name!r} instead",
+                              stacklevel=4)
+            return name
+        if name == own:
+            skipped = why
+    return "torch"
 
 
 def _status(name: str) -> Tuple[bool, str]:
@@ -109,5 +137,5 @@ def ops(name: str):
     """The object implementing project / sh_colors / rasterize_pixels for a tiled backend."""
     if name == "torch":
         return importlib.import_module("avatar.ops._torch_impl")
-    from avatar.ops._ext import Ops
+    from avatar.ops._ext import Ops   # noqa: PLC0415 - keeps `import avatar.ops` light
     return Ops(name)
