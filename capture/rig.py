@@ -8,18 +8,9 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from avatar.data.cameras import c2w_opengl_to_opencv, rigid_inverse
+from avatar.data.cameras import c2w_opengl_to_opencv, quat_to_rotmat, rigid_inverse
 
 from .errors import CaptureError
-
-
-def _quat_wxyz_to_R(q) -> np.ndarray:
-    w, x, y, z = (float(v) for v in q)
-    n = np.sqrt(w * w + x * x + y * y + z * z)
-    w, x, y, z = w / n, x / n, y / n, z / n
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
 
 
 def _load_nerfstudio(path: Path) -> List[Dict]:
@@ -71,11 +62,11 @@ def _load_colmap(folder: Path) -> List[Dict]:
         parts = lines[k].split()
         if len(parts) < 10:
             continue
-        q, t, cid, name = parts[1:5], [float(v) for v in parts[5:8]], int(parts[8]), parts[9]
+        q, t, cid, name = [float(v) for v in parts[1:5]], [float(v) for v in parts[5:8]], int(parts[8]), parts[9]
         if cid not in intr:
             raise CaptureError(f"{it}: image {name} uses camera {cid} missing from cameras.txt")
         w2c = np.eye(4)
-        w2c[:3, :3] = _quat_wxyz_to_R(q)
+        w2c[:3, :3] = quat_to_rotmat(q)
         w2c[:3, 3] = t
         K, size = intr[cid]
         cams.append({"name": Path(name).stem, "K": K, "size": size, "c2w": rigid_inverse(w2c)})

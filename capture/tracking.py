@@ -11,6 +11,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from avatar.data import face_model
+from avatar.data.cameras import quat_to_rotmat, rotmat_to_quat
 from avatar.data.schema import NUM_LANDMARKS
 
 
@@ -82,34 +83,6 @@ def estimate_focal(lm2d: np.ndarray, valid: np.ndarray, size, max_frames: int = 
     return float((lo + hi) / 2)
 
 
-def quat_from_R(R: np.ndarray) -> np.ndarray:
-    """Rotation matrices [..., 3, 3] -> unit quaternions [..., 4] wxyz (Shepperd's method)."""
-    R = np.asarray(R, np.float64)
-    m00, m11, m22 = R[..., 0, 0], R[..., 1, 1], R[..., 2, 2]
-    cands = np.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1)
-    k = np.argmax(cands, -1)
-    q = np.zeros(R.shape[:-2] + (4,))
-    s = np.sqrt(np.maximum(np.take_along_axis(cands, k[..., None], -1)[..., 0], 1e-12)) * 2  # 4 |q_k|
-    w = [(R[..., 2, 1] - R[..., 1, 2]), (R[..., 0, 2] - R[..., 2, 0]), (R[..., 1, 0] - R[..., 0, 1])]
-    xy, xz, yz = R[..., 0, 1] + R[..., 1, 0], R[..., 0, 2] + R[..., 2, 0], R[..., 1, 2] + R[..., 2, 1]
-    rows = [np.stack([s / 4, w[0] / s, w[1] / s, w[2] / s], -1),
-            np.stack([w[0] / s, s / 4, xy / s, xz / s], -1),
-            np.stack([w[1] / s, xy / s, s / 4, yz / s], -1),
-            np.stack([w[2] / s, xz / s, yz / s, s / 4], -1)]
-    for j in range(4):
-        q = np.where((k == j)[..., None], rows[j], q)
-    return q / np.linalg.norm(q, axis=-1, keepdims=True)
-
-
-def R_from_quat(q: np.ndarray) -> np.ndarray:
-    """Quaternions [..., 4] wxyz -> rotation matrices [..., 3, 3]."""
-    q = np.asarray(q, np.float64)
-    w, x, y, z = np.moveaxis(q / np.linalg.norm(q, axis=-1, keepdims=True), -1, 0)
-    return np.stack([np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
-                     np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
-                     np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1)], -2)
-
-
 def gaussian_smooth(x: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian filter along axis 0 (edge-replicated), x [F, ...]."""
     if sigma <= 0 or len(x) < 2:
@@ -133,11 +106,11 @@ def smooth_poses(R: np.ndarray, t: np.ndarray, valid: np.ndarray, sigma: float):
     for a, b in runs(valid):
         if b - a < 2:
             continue
-        q = quat_from_R(R[a:b])
+        q = rotmat_to_quat(R[a:b])
         for i in range(1, len(q)):
             if np.dot(q[i], q[i - 1]) < 0:
                 q[i] = -q[i]
-        R[a:b] = R_from_quat(gaussian_smooth(q, sigma))
+        R[a:b] = quat_to_rotmat(gaussian_smooth(q, sigma))
         t[a:b] = gaussian_smooth(t[a:b], sigma)
     return R, t
 

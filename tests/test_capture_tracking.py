@@ -5,10 +5,10 @@ import pytest
 from avatar.data import LABELS
 from avatar.data.face_model import CANONICAL, FACE_OVAL, LIPS_INNER
 from capture.crop import crop_boxes, crop_image, crop_K, crop_points
+from avatar.data.cameras import quat_to_rotmat, rotmat_to_quat
 from capture.errors import CaptureError
 from capture.landmarks import FaceAlignmentBackend, IBUG68_TO_MP, KnownBackend, runs, select_track
-from capture.tracking import (R_from_quat, backproject, blink_from_ear, quat_from_R, rotation_angles_deg,
-                              smooth_poses, track)
+from capture.tracking import backproject, blink_from_ear, rotation_angles_deg, smooth_poses, track
 
 
 def _R(yaw, pitch, roll):
@@ -85,7 +85,7 @@ def test_quaternion_helpers():
     from scipy.spatial.transform import Rotation
 
     R = Rotation.random(50, random_state=3).as_matrix()
-    np.testing.assert_allclose(R_from_quat(quat_from_R(R)), R, atol=1e-12)
+    np.testing.assert_allclose(quat_to_rotmat(rotmat_to_quat(R)), R, atol=1e-12)
     R2, _ = smooth_poses(R[:1].repeat(5, 0), np.zeros((5, 3)), np.ones(5, bool), 2.0)
     np.testing.assert_allclose(R2, R[:1].repeat(5, 0), atol=1e-12)
 

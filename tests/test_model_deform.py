@@ -96,7 +96,7 @@ def test_torso_stays_fixed_in_the_capture_camera_while_the_head_turns():
     assert torch.allclose(cam_t, cam_ref, atol=1e-5)
     assert torch.equal(posed["means"][~torso], m.gaussians.means[~torso])
     # rotations follow: the torso Gaussians' world orientation is rotated by R^T (camera-fixed)
-    from avatar.model.strategy import quat_to_rotmat
+    from avatar.data.cameras import quat_to_rotmat
 
     Rq = quat_to_rotmat(torch.nn.functional.normalize(posed["quats"][torso][:1], dim=-1))[0]
     assert torch.allclose(Rq, R.T, atol=1e-5)

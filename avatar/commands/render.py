@@ -47,7 +47,7 @@ class Render:
 def _orbit_viewmat(azimuth: float, elevation: float, distance: float) -> np.ndarray:
     """World-to-camera [4, 4] of a camera on a sphere around the head centre looking at it
     (azimuth 0 = frontal, i.e. the camera on the -z side of the face)."""
-    from avatar.runtime.camera_path import look_at
+    from avatar.data.cameras import look_at
 
     pos = distance * np.array([math.sin(azimuth) * math.cos(elevation), -math.sin(elevation),
                                -math.cos(azimuth) * math.cos(elevation)])
@@ -59,11 +59,11 @@ def render_turntable(cfg: Render) -> Path:
     import torch
     from tqdm import tqdm
 
-    from avatar.runtime.camera_path import frontal_camera
-    from avatar.synth.head import procedural_head
     from avatar.media.image import save_image
     from avatar.media.video import VideoWriter
     from avatar.ops import rasterize
+    from avatar.runtime.camera_path import frontal_camera
+    from avatar.synth.head import procedural_head
 
     g = {k: torch.as_tensor(v) for k, v in procedural_head(cfg.mouth_open, 0.0).items()}
     K = torch.as_tensor(frontal_camera(cfg.size, cfg.size, cfg.distance, 28.0).K)[None]  # [1, 3, 3]

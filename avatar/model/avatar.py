@@ -26,6 +26,7 @@ from torch import nn
 from avatar.model.audio_encoder import AudioEncoder
 from avatar.model.config import ModelConfig, from_dict, to_dict
 from avatar.model.deform import DeformationNet
+from avatar.data.cameras import quat_mul, rotmat_to_quat
 from avatar.data.schema import LABELS
 from avatar.model.gaussians import Gaussians
 from avatar.model.triplane import HashTriplane
@@ -282,45 +283,16 @@ class AvatarModel(nn.Module):
         return cls.from_checkpoint_dict(d, str(path)).to(map_location).eval()
 
 
-def _quat_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Hamilton product of wxyz quaternions [...,4]."""
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
-                        aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], -1)
-
-
-def _rotmat_to_quat(R: torch.Tensor) -> torch.Tensor:
-    """Rotation matrix [3,3] -> unit quaternion wxyz [4] (Shepperd's method, branch on the largest term)."""
-    m = R.double()
-    tr = m[0, 0] + m[1, 1] + m[2, 2]
-    cands = torch.stack([tr, m[0, 0], m[1, 1], m[2, 2]])
-    k = int(torch.argmax(cands))
-    if k == 0:
-        s = torch.sqrt(1.0 + tr) * 2
-        q = torch.stack([0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s])
-    elif k == 1:
-        s = torch.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2]) * 2
-        q = torch.stack([(m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s])
-    elif k == 2:
-        s = torch.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2]) * 2
-        q = torch.stack([(m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s])
-    else:
-        s = torch.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1]) * 2
-        q = torch.stack([(m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s])
-    return (q / q.norm()).to(R.dtype)
-
-
 def _move_region(posed: Dict[str, torch.Tensor], sel: torch.Tensor, T: torch.Tensor) -> Dict[str, torch.Tensor]:
     """Apply the rigid transform T [4,4] to the Gaussians in sel [N] (means and rotations)."""
     if not bool(sel.any()):
         return posed
     R, t = T[:3, :3].to(posed["means"]), T[:3, 3].to(posed["means"])
-    q = _rotmat_to_quat(R).to(posed["quats"])
+    q = rotmat_to_quat(R).to(posed["quats"])
     s = sel.unsqueeze(-1)
     out = dict(posed)
     out["means"] = torch.where(s, posed["means"] @ R.T + t, posed["means"])
-    out["quats"] = torch.where(s, _quat_mul(q.expand_as(posed["quats"]), posed["quats"]), posed["quats"])
+    out["quats"] = torch.where(s, quat_mul(q.expand_as(posed["quats"]), posed["quats"]), posed["quats"])
     return out
 
 

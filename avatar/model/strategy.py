@@ -16,6 +16,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from avatar.data.cameras import quat_to_rotmat
 from avatar.model.gaussians import Gaussians
 
 
@@ -200,13 +201,3 @@ def reset_opacity(g: Gaussians, opt, value: float) -> None:
                 if torch.is_tensor(v) and v.ndim > 0:
                     st[k] = torch.zeros_like(v)
     del old
-
-
-def quat_to_rotmat(q: torch.Tensor) -> torch.Tensor:
-    """Unit quaternions wxyz [...,4] -> rotation matrices [...,3,3]."""
-    w, x, y, z = q.unbind(-1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], -1).reshape(q.shape[:-1] + (3, 3))

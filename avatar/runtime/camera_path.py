@@ -19,9 +19,11 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Literal, Optional, Protocol, Sequence
+from typing import List, Literal, Optional, Protocol
 
 import numpy as np
+
+from avatar.data.cameras import look_at, quat_to_rotmat, rotmat_to_quat, slerp
 
 
 class CameraPathError(ValueError):
@@ -54,7 +56,7 @@ class PoseSource(Protocol):
 
 def frontal_camera(width: int = 256, height: int = 256, distance: float = 0.6,
                    fov_y_deg: float = 30.0) -> Camera:
-    """A camera `distance` metres in front of the face looking at the head centre (DESIGN.md: the
+    """A camera `distance` metres in front of the face looking at the head centre (docs/architecture.md: the
     frontal viewmat is [[I, (0, 0, d)], [0, 0, 0, 1]]); square pixels, principal point centred."""
     if width < 1 or height < 1:
         raise CameraPathError(f"camera size must be >= 1 pixel, got {width}x{height}")
@@ -65,51 +67,6 @@ def frontal_camera(width: int = 256, height: int = 256, distance: float = 0.6,
     V[2, 3] = distance
     K = np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1]], np.float32)
     return Camera(V, K, int(width), int(height))
-
-
-# ----------------------------------------------------------------------------- rotation helpers
-def rotmat_to_quat(R: np.ndarray) -> np.ndarray:
-    """Rotation [3, 3] -> unit quaternion [4] wxyz with w >= 0."""
-    R = np.asarray(R, np.float64)
-    tr = np.trace(R)
-    if tr > 0:
-        s = math.sqrt(tr + 1.0) * 2
-        q = [0.25 * s, (R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s]
-    elif R[0, 0] > R[1, 1] and R[0, 0] > R[2, 2]:
-        s = math.sqrt(1.0 + R[0, 0] - R[1, 1] - R[2, 2]) * 2
-        q = [(R[2, 1] - R[1, 2]) / s, 0.25 * s, (R[0, 1] + R[1, 0]) / s, (R[0, 2] + R[2, 0]) / s]
-    elif R[1, 1] > R[2, 2]:
-        s = math.sqrt(1.0 + R[1, 1] - R[0, 0] - R[2, 2]) * 2
-        q = [(R[0, 2] - R[2, 0]) / s, (R[0, 1] + R[1, 0]) / s, 0.25 * s, (R[1, 2] + R[2, 1]) / s]
-    else:
-        s = math.sqrt(1.0 + R[2, 2] - R[0, 0] - R[1, 1]) * 2
-        q = [(R[1, 0] - R[0, 1]) / s, (R[0, 2] + R[2, 0]) / s, (R[1, 2] + R[2, 1]) / s, 0.25 * s]
-    q = np.array(q)
-    q /= np.linalg.norm(q)
-    return q if q[0] >= 0 else -q
-
-
-def quat_to_rotmat(q: np.ndarray) -> np.ndarray:
-    """Quaternion [4] wxyz (any norm) -> rotation [3, 3]."""
-    w, x, y, z = np.asarray(q, np.float64) / np.linalg.norm(q)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
-
-
-def slerp(q0: np.ndarray, q1: np.ndarray, w: float) -> np.ndarray:
-    """Spherical interpolation of unit quaternions [4] (shortest arc), w in [0, 1]."""
-    q0 = np.asarray(q0, np.float64)
-    q1 = np.asarray(q1, np.float64)
-    d = float(np.dot(q0, q1))
-    if d < 0:
-        q1, d = -q1, -d
-    if d > 0.9995:
-        q = q0 + w * (q1 - q0)
-        return q / np.linalg.norm(q)
-    th = math.acos(min(1.0, d))
-    return (math.sin((1 - w) * th) * q0 + math.sin(w * th) * q1) / math.sin(th)
 
 
 def blend_viewmats(V0: np.ndarray, V1: np.ndarray, w: float) -> np.ndarray:
@@ -124,26 +81,6 @@ def blend_viewmats(V0: np.ndarray, V1: np.ndarray, w: float) -> np.ndarray:
     out[:3, :3] = R
     out[:3, 3] = -R @ c
     return out
-
-
-def look_at(position: Sequence[float], target: Sequence[float] = (0.0, 0.0, 0.0),
-            down: Sequence[float] = (0.0, 1.0, 0.0)) -> np.ndarray:
-    """World-to-camera [4, 4] (OpenCV) of a camera at `position` looking at `target`; `down` is the
-    world direction that should point down the image (+y), (0, 1, 0) in the head frame."""
-    c = np.asarray(position, np.float64)
-    z = np.asarray(target, np.float64) - c
-    if np.linalg.norm(z) < 1e-9:
-        raise CameraPathError(f"look_at: camera position {list(c)} equals its target")
-    z /= np.linalg.norm(z)
-    x = np.cross(np.asarray(down, np.float64), z)
-    if np.linalg.norm(x) < 1e-9:
-        raise CameraPathError("look_at: the 'down' vector is parallel to the viewing direction")
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    V = np.eye(4)
-    V[:3, :3] = np.stack([x, y, z])
-    V[:3, 3] = -V[:3, :3] @ c
-    return V
 
 
 # ----------------------------------------------------------------------------- pose sources
@@ -319,9 +256,14 @@ def parse_camera_path(data: dict, fps: float, where: str = "camera path") -> Pat
                 raise CameraPathError(f"{w}: 'viewmat' must be a rigid world-to-camera transform "
                                       "(orthonormal rotation with det +1, last row 0 0 0 1)")
         elif "position" in kf:
-            V = look_at(_vec(kf["position"], 3, f"{w}.position"),
-                        _vec(kf.get("look_at", [0, 0, 0]), 3, f"{w}.look_at"),
-                        _vec(kf.get("down", [0, 1, 0]), 3, f"{w}.down"))
+            try:
+                V = look_at(_vec(kf["position"], 3, f"{w}.position"),
+                            _vec(kf.get("look_at", [0, 0, 0]), 3, f"{w}.look_at"),
+                            _vec(kf.get("down", [0, 1, 0]), 3, f"{w}.down"))
+            except CameraPathError:
+                raise
+            except ValueError as e:
+                raise CameraPathError(f"{w}: {e}") from None
         else:
             raise CameraPathError(f"{w}: needs 'viewmat' (4x4 world-to-camera, OpenCV) or 'position' "
                                   "(+ optional 'look_at', 'down')")
@@ -352,13 +294,10 @@ def load_camera_path(path: Path, fps: float) -> PathPose:
     return parse_camera_path(data, fps, where=f"camera path {path}")
 
 
-def clip_pose_from_capture(data_dir: Path, width: Optional[int] = None, height: Optional[int] = None,
+def clip_pose_from_capture(ds, width: Optional[int] = None, height: Optional[int] = None,
                            mode: Literal["pingpong", "crossfade"] = "pingpong",
                            crossfade: int = 12) -> ClipPose:
-    """The training clip's cameras from a capture folder (through avatar.data, the one reader)."""
-    from avatar.data import load_capture
-
-    ds = load_capture(data_dir)
+    """The training clip's cameras from a loaded capture (avatar.data.Capture)."""
     src = ClipPose(ds.viewmats, ds.Ks, ds.width, ds.height, mode, crossfade)
     if width is None and height is None:
         return src

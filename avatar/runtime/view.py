@@ -1,5 +1,6 @@
-"""Stereo camera pairs for VR from a mono camera.
+"""Views: the camera of each frame (`ViewConfig`, `cameras_for`) and stereo pairs for VR.
 
+Stereo: 
 The two eyes sit `ipd` metres apart along the mono camera's x axis (its centre halfway between
 them), keep its "down" direction, and are toed in to converge on the head: the point of the mono
 camera's optical axis closest to the head centre (the world origin), so the mono framing is kept
@@ -10,23 +11,12 @@ left.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Sequence, Tuple
 
 import numpy as np
 
-from avatar.runtime.camera_path import look_at
-
-
-@dataclass
-class StereoConfig:
-    """Stereo rendering (VR): two eyes in one rasterize call, side by side."""
-
-    enabled: bool = False
-    """Render a stereo pair instead of a mono view."""
-    ipd: float = 0.063
-    """Inter-pupillary distance in metres (adult mean 0.063)."""
-    converge: bool = True
-    """Toe the eyes in to converge on the head (False: parallel cameras)."""
+from avatar.data.cameras import look_at
+from avatar.runtime.camera_path import Camera, PoseSource, frontal_camera
 
 
 def stereo_viewmats(viewmat: np.ndarray, ipd: float = 0.063, converge: bool = True,
@@ -59,3 +49,37 @@ def side_by_side(views: np.ndarray) -> np.ndarray:
     """Views [C, H, W, ...] -> one image [H, C*W, ...] (left eye first)."""
     views = np.asarray(views)
     return np.concatenate(list(views), axis=1)
+
+
+# ----------------------------------------------------------------------------- shared options
+@dataclass
+class ViewConfig:
+    """Output view: size, pose, stereo."""
+
+    width: int = 256
+    """Output width per eye in pixels (even: H.264)."""
+    height: int = 256
+    """Output height in pixels (even: H.264)."""
+    stereo: bool = False
+    """Render a stereo pair (left, right) side by side, both eyes in one rasterize call."""
+    ipd: float = 0.063
+    """Stereo inter-pupillary distance in metres."""
+    backend: str = "auto"
+    """Rasterizer backend (auto, cuda, gsplat, cpu, torch)."""
+
+
+def cameras_for(pose: PoseSource, t: int, view: ViewConfig) -> Tuple[np.ndarray, np.ndarray]:
+    """Viewmats [C, 4, 4], Ks [C, 3, 3] (float32) for frame t: the pose source's camera resized
+    to the output size, duplicated into a converged stereo pair when view.stereo."""
+    cam = pose.camera(t)
+    if (cam.width, cam.height) != (view.width, view.height):
+        cam = cam.resized(view.width, view.height)
+    if view.stereo:
+        return stereo_viewmats(cam.viewmat, view.ipd), np.stack([cam.K, cam.K])
+    return cam.viewmat[None].astype(np.float32), cam.K[None].astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- procedural head
+def procedural_camera(width: int, height: int) -> Camera:
+    """Default frontal camera for the procedural head."""
+    return frontal_camera(width, height, distance=0.6, fov_y_deg=30.0)

@@ -31,6 +31,7 @@ from typing import Dict, Tuple
 import numpy as np
 
 from avatar.data import face_model as fm
+from avatar.data.cameras import rotmat_to_quat
 from avatar.data.schema import LABELS
 
 
@@ -94,38 +95,7 @@ def _frame_from_normals(n: np.ndarray) -> np.ndarray:
     t1 /= np.linalg.norm(t1, axis=1, keepdims=True)
     t2 = np.cross(n, t1)
     R = np.stack([t1, t2, n], axis=2)                                  # columns = local axes
-    return _rotmat_to_quat(R)
-
-
-def _rotmat_to_quat(R: np.ndarray) -> np.ndarray:
-    """[M,3,3] rotation matrices -> [M,4] wxyz (Shepperd's method, branch per row)."""
-    m = R
-    tr = m[:, 0, 0] + m[:, 1, 1] + m[:, 2, 2]
-    q = np.zeros((len(m), 4))
-    cands = np.stack([tr, m[:, 0, 0], m[:, 1, 1], m[:, 2, 2]], 1)
-    k = cands.argmax(1)
-    for c in range(4):
-        i = k == c
-        if not i.any():
-            continue
-        r = m[i]
-        if c == 0:
-            s = np.sqrt(1.0 + tr[i]) * 2
-            q[i] = np.stack([0.25 * s, (r[:, 2, 1] - r[:, 1, 2]) / s, (r[:, 0, 2] - r[:, 2, 0]) / s,
-                             (r[:, 1, 0] - r[:, 0, 1]) / s], 1)
-        elif c == 1:
-            s = np.sqrt(1.0 + r[:, 0, 0] - r[:, 1, 1] - r[:, 2, 2]) * 2
-            q[i] = np.stack([(r[:, 2, 1] - r[:, 1, 2]) / s, 0.25 * s, (r[:, 0, 1] + r[:, 1, 0]) / s,
-                             (r[:, 0, 2] + r[:, 2, 0]) / s], 1)
-        elif c == 2:
-            s = np.sqrt(1.0 + r[:, 1, 1] - r[:, 0, 0] - r[:, 2, 2]) * 2
-            q[i] = np.stack([(r[:, 0, 2] - r[:, 2, 0]) / s, (r[:, 0, 1] + r[:, 1, 0]) / s, 0.25 * s,
-                             (r[:, 1, 2] + r[:, 2, 1]) / s], 1)
-        else:
-            s = np.sqrt(1.0 + r[:, 2, 2] - r[:, 0, 0] - r[:, 1, 1]) * 2
-            q[i] = np.stack([(r[:, 1, 0] - r[:, 0, 1]) / s, (r[:, 0, 2] + r[:, 2, 0]) / s,
-                             (r[:, 1, 2] + r[:, 2, 1]) / s, 0.25 * s], 1)
-    return q
+    return rotmat_to_quat(R)
 
 
 def _subdivision(level: int) -> np.ndarray:

@@ -56,6 +56,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from avatar.audio.timeline import SAMPLE_RATE
+from avatar.data.cameras import look_at
 
 BACKGROUND = (0.62, 0.70, 0.76)
 
@@ -205,21 +206,6 @@ def pose_trajectory(num_frames: int, fps: float, rng: np.random.Generator, ampli
         T[i, :3, :3] = _rot(ang[0][i], ang[1][i], ang[2][i])
         T[i, :3, 3] = [tr[0][i], tr[1][i], tr[2][i]]
     return T
-
-
-def look_at(position, target) -> np.ndarray:
-    """World-to-camera (OpenCV: x right, y down, z forward) of a camera at `position` looking at `target`."""
-    c, tg = np.asarray(position, float), np.asarray(target, float)
-    z = tg - c
-    z /= np.linalg.norm(z)
-    x = np.cross(np.array([0.0, 1.0, 0.0]), z)
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    R = np.stack([x, y, z])                           # rows: camera axes in the world
-    V = np.eye(4)
-    V[:3, :3] = R
-    V[:3, 3] = -R @ c
-    return V
 
 
 def rig_cameras(views: int, width: int, height: int, distance: float = 0.6, spread_deg: float = 25.0
