@@ -154,6 +154,7 @@ class Eval:
         return load_syncnet(self.syncnet, self.syncnet_arch, self.device)
 
     def _self_driven(self, methods) -> Dict:
+        from avatar.audio.timeline import frame_sample
         from avatar.data.dataset import load_capture
         from avatar.eval.protocol import analyse_reference, score_frames
         from avatar.eval.report import write_report
@@ -170,7 +171,7 @@ class Eval:
         else:
             wav = ds.audio
             a0 = ds.audio_sample(int(idx[0]))
-            a1 = a0 + int(round(len(idx) / ds.fps * 16000))
+            a1 = a0 + frame_sample(len(idx), ds.fps)
             audio = np.zeros(a1 - a0, np.float32)
             seg = wav[a0:a1]
             audio[:len(seg)] = seg
@@ -204,6 +205,7 @@ class Eval:
         return {"results": results, "files": files}
 
     def _cross_driven(self, methods) -> Dict:
+        from avatar.audio.timeline import frame_sample, num_frames
         from avatar.eval.protocol import score_frames
         from avatar.eval.report import write_report
         from avatar.media.audio import load_audio
@@ -228,11 +230,11 @@ class Eval:
         for name, path in methods:
             rate = fps or _video_fps(path) or 25.0
             frames = read_renders(path, *(size or (None, None)), None, None, what=_what(name, path, self))
-            need = int(np.ceil(len(wav) / 16000 * rate - 1e-6))
+            need = num_frames(len(wav), rate)
             if abs(len(frames) - need) > 1:
                 print(f"[eval] note: {name} has {len(frames)} frames, the audio covers {need} at {rate:g} fps",
                       file=sys.stderr)
-            seg = np.zeros(int(round(len(frames) / rate * 16000)), np.float32)
+            seg = np.zeros(frame_sample(len(frames), rate), np.float32)
             seg[:min(len(seg), len(wav))] = wav[:len(seg)]
             print(f"[eval] scoring {name} (cross-driven): {path}")
             results["methods"][name] = score_frames(frames, None, make_det, fps=rate, audio=seg, vad=self.vad,

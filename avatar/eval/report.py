@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -50,17 +48,11 @@ TABLE_KEYS = ("psnr", "ssim", "psnr_face", "ssim_face", "lpips", "lmd", "lmd_iod
 
 
 def _atomic_bytes(path: Path, data: bytes) -> Path:
+    from avatar.io.atomic import atomic_write_bytes
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_bytes(path, data)
     return path
 
 

@@ -24,7 +24,8 @@ from typing import Dict, Optional
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from avatar.media.timeline import SAMPLE_RATE
+
 CROP = 224
 CROP_SCALE = 1.4
 
