@@ -175,6 +175,13 @@ class Eval:
             audio = np.zeros(a1 - a0, np.float32)
             seg = wav[a0:a1]
             audio[:len(seg)] = seg
+        # read every method's frames first: a bad file fails before the slow analysis starts
+        loaded = {name: read_renders(path, ds.width, ds.height, idx, ds.num_frames, what=_what(name, path, self))
+                  for name, path in methods}
+        rendered = None
+        if self.ckpt is not None:
+            print(f"[eval] rendering {len(idx)} frames of {self.ckpt} (self-driven)")
+            rendered = render_capture_frames(self.ckpt, ds, idx, backend=self.backend, device=self.device)
         gt = _CaptureFrames(ds, idx)
         masks = _CaptureMasks(ds, idx)
         make_det = self._detector_factory()
@@ -190,16 +197,11 @@ class Eval:
                             "frames_list": idx.tolist(), "fps": ds.fps, "size": [ds.width, ds.height],
                             "audio": "capture audio.wav" if audio is not None else audio_note,
                             "vad": ref.vad_backend, "detector": self.detector}}
-        if self.ckpt is not None:
-            name = self.name or self.ckpt.stem
-            print(f"[eval] rendering {T} frames of {self.ckpt} (self-driven)")
-            frames, timing = render_capture_frames(self.ckpt, self.data, idx, backend=self.backend,
-                                                   device=self.device)
-            results["methods"][name] = score_frames(frames, ref, make_det, lpips=lp, syncnet=sn,
-                                                    timing=timing, keep=keep)
-        for name, path in methods:
-            frames = read_renders(path, ds.width, ds.height, idx, ds.num_frames, what=_what(name, path, self))
-            print(f"[eval] scoring {name}: {path}")
+        if rendered is not None:
+            results["methods"][self.name or self.ckpt.stem] = score_frames(
+                rendered[0], ref, make_det, lpips=lp, syncnet=sn, timing=rendered[1], keep=keep)
+        for name, frames in loaded.items():
+            print(f"[eval] scoring {name}: {dict(methods)[name]}")
             results["methods"][name] = score_frames(frames, ref, make_det, lpips=lp, syncnet=sn, keep=keep)
         files = write_report(self.out, results)
         return {"results": results, "files": files}
@@ -347,9 +349,9 @@ def read_renders(path, width: Optional[int], height: Optional[int], idx: Optiona
     return np.stack(out)
 
 
-def render_capture_frames(ckpt: Path, data: Path, idx: np.ndarray, *, backend: str = "auto",
+def render_capture_frames(ckpt: Path, ds, idx: np.ndarray, *, backend: str = "auto",
                           device: str = "cpu") -> Tuple[np.ndarray, Dict[str, float]]:
     """Render capture frames idx self-driven (their own audio, tracked pose, motion codes, blinks)
-    with the avatar in `ckpt` -> (uint8 [T, H, W, 3], {"fps", "latency_ms"})."""
+    with the avatar in `ckpt`; ds is the CaptureDataset -> (uint8 [T, H, W, 3], {"fps", "latency_ms"})."""
     raise EvalError(f"{ckpt}: rendering a checkpoint's held-out frames needs the runtime's self-driven "
                     f"renderer, which is not available yet; render the frames and pass --renders")
