@@ -144,3 +144,33 @@ def test_bad_input_is_one_line_exit_2(may, capsys, kwargs, message):
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err.startswith("avatar eval: error: ") and message in err and "\n" not in err
+
+
+def test_cross_driven_scores_sync_only(may):
+    from avatar.audio.timeline import frame_sample
+    from avatar.media.audio import save_wav
+
+    ds = may["ds"]
+    t0 = int(ds.split["test"][0])
+    wav = ds.audio[ds.audio_sample(t0):ds.audio_sample(t0) + frame_sample(len(ds.split["test"]), ds.fps)]
+    save_wav(may["root"] / "heldout.wav", wav)
+    res = Eval(renders=may["root"] / "heldout_320.mp4", audio=may["root"] / "heldout.wav",
+               out=may["root"] / "cross").run()
+    r = res["results"]["methods"]["heldout_320"]
+    s = r["summary"]
+    assert s["psnr"] is None and "cross-driven" in r["notes"]["psnr"]
+    # the same frames and audio, self-driven (there resized to 256 px, here detected at 320 px)
+    ref = may["res"]["results"]["methods"]["mp4"]["summary"]
+    assert s["envelope_corr"] == pytest.approx(ref["envelope_corr"], abs=0.03)
+    assert s["speech_silence_ratio"] == pytest.approx(ref["speech_silence_ratio"], rel=0.05)
+    assert (may["root"] / "cross" / "eval.md").is_file()
+
+
+def test_avatar_eval_command_line_error():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "avatar", "eval", "--renders", "/nonexistent/r.mp4", "--data", "/tmp"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1] == "avatar eval: error: --renders: /nonexistent/r.mp4 does not exist"
