@@ -27,6 +27,7 @@ COMMANDS: Dict[str, Spec] = {
     "train": ("avatar.train.trainer", "Train"),
     "synth": ("avatar.synth.video", "Synth"),
     "capture": ("avatar.commands.capture", "Capture"),
+    "eval": ("avatar.commands.eval", "Eval"),
     "prior": {"train": ("avatar.prior.api", "PriorTrain"), "finetune": ("avatar.prior.api", "PriorFinetune")},
     "bench": {
         "rasterize": ("avatar.commands.bench.rasterize", "BenchRasterize"),
