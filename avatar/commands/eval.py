@@ -353,5 +353,8 @@ def render_capture_frames(ckpt: Path, ds, idx: np.ndarray, *, backend: str = "au
                           device: str = "cpu") -> Tuple[np.ndarray, Dict[str, float]]:
     """Render capture frames idx self-driven (their own audio, tracked pose, motion codes, blinks)
     with the avatar in `ckpt`; ds is the CaptureDataset -> (uint8 [T, H, W, 3], {"fps", "latency_ms"})."""
-    raise EvalError(f"{ckpt}: rendering a checkpoint's held-out frames needs the runtime's self-driven "
-                    f"renderer, which is not available yet; render the frames and pass --renders")
+    # Needs the runtime's self-driven renderer (not there yet): frame t rendered from ds.viewmats[t] /
+    # ds.Ks[t], the audio features of ds.audio around t, ds.tracks["motion"][t] and ["blink"][t], the
+    # head composited over the ground-truth torso and ds.background (the field's protocol).
+    raise EvalError(f"{ckpt}: scoring a checkpoint needs avatar.runtime's self-driven capture renderer, "
+                    f"which does not exist yet; render the held-out frames and pass them with --renders")
