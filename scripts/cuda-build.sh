@@ -64,11 +64,19 @@ if [ "$(cat "$BUILD/ptxas.stamp" 2>/dev/null)" != "$stamp" ]; then
   echo "$stamp" > "$BUILD/ptxas.stamp"
 fi
 # one line per kernel: registers, stack frame (local-memory arrays), spills
-awk '/Compiling entry function/{match($0, /[0-9]+[a-z_]+_kernel/); k=substr($0, RSTART, RLENGTH); sub(/^[0-9]+/, "", k)
-       match($0, /sm_[0-9]+/); a=substr($0, RSTART, RLENGTH)}
+awk '/Compiling entry function/{
+       k = "?"
+       if (match($0, /[0-9]+[a-z_]+_kernel(I(L[a-z][0-9]+E)+E)?/)) {
+         k = substr($0, RSTART, RLENGTH); sub(/^[0-9]+/, "", k)
+         if (match(k, /I(L[a-z][0-9]+E)+E$/)) {        # template arguments: <3,1>
+           t = substr(k, RSTART + 1, RLENGTH - 2); k = substr(k, 1, RSTART - 1)
+           gsub(/L[a-z]/, "", t); gsub(/E/, ",", t); sub(/,$/, "", t); k = k "<" t ">"
+         }
+       } else if (match($0, /(DeviceRadixSort[A-Za-z]+|Empty)Kernel/)) k = "cub::" substr($0, RSTART, RLENGTH)
+       match($0, /for .sm_[0-9]+/); a = substr($0, RSTART + 5, RLENGTH - 5)}
      /bytes stack frame/{st=$1; ss=$5; sl=$9}
      /Used [0-9]+ registers/{match($0, /Used [0-9]+ registers/); r=substr($0, RSTART+5, RLENGTH-15)
-       printf "  %-7s %-24s %4s regs %5s B stack %4s B spill-st %4s B spill-ld\n", a, k, r, st, ss, sl}' \
+       printf "  %-6s %-40s %4s regs %5s B stack %4s B spill-st %4s B spill-ld\n", a, k, r, st, ss, sl}' \
   "$ptxas_log" | sort -u > "$BUILD/ptxas-summary.txt"
 say "ptxas -v ($ptxas_log):"; cat "$BUILD/ptxas-summary.txt" >&2
 if grep -qE "[1-9][0-9]* B spill" "$BUILD/ptxas-summary.txt"; then

@@ -146,3 +146,20 @@ def test_intrinsics_gradients_only_on_torch():
     with torch.no_grad():                                            # no grad wanted: native is fine
         _, _, meta = rasterize(*(g[k] for k in NAMES), vm, Ks, 16, 16)
     assert meta["backend"] == "cpu"
+
+
+def test_cpu_camera_gradient_only_when_requested():
+    """viewmats that do not require grad get none (the kernels skip that work), and the other
+    gradients are the same as when the camera gradient is computed."""
+    g = gaussians((), 80, K=4, seed=5, spread=0.3, scale=0.04)
+    vm, Ks = camera(2, 32, 24)
+    out = {}
+    for want in (False, True):
+        leaves = {k: g[k].clone().requires_grad_(True) for k in NAMES}
+        vml = vm.clone().requires_grad_(want)
+        img, alpha, _ = rasterize(*(leaves[k] for k in NAMES), vml, Ks, 32, 24, sh_degree=1, backend="cpu")
+        (img.square().sum() + alpha.sum()).backward()
+        out[want] = ({k: leaves[k].grad for k in NAMES}, vml.grad)
+    assert out[False][1] is None and out[True][1] is not None and float(out[True][1].abs().max()) > 0
+    for k in NAMES:        # equal up to OpenMP summation order (tiles are scheduled dynamically)
+        torch.testing.assert_close(out[False][0][k], out[True][0][k], rtol=1e-5, atol=1e-6)

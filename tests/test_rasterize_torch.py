@@ -35,8 +35,8 @@ def test_single_gaussian_analytic():
             want = 0.0
         assert img[0, 16, 16 + d, 0].item() == pytest.approx(want, abs=1e-6), d
         assert img[0, 16 - d, 16, 0].item() == pytest.approx(want, abs=1e-6), d
-    # radius = ceil(3 * sqrt(lambda_max)) with lambda_max = 25 (+0.01 floor on the root term)
-    assert meta["radii"][0, 0].item() == math.ceil(3 * math.sqrt(25 + 0.1))
+    # opacity-aware extent: alpha >= 1/255 within sqrt(2 log(255 o)) sigma = 16.3 px of the centre
+    assert meta["radii"][0, 0].item() == math.ceil(math.sqrt(2 * math.log(255 * 0.8) * 25))
     torch.testing.assert_close(meta["means2d"][0, 0], torch.tensor([16.5, 16.5]))
     assert meta["depths"][0, 0].item() == pytest.approx(1.0)
 
@@ -242,3 +242,28 @@ def test_failed_native_build_is_remembered_and_auto_falls_back(monkeypatch):
     with pytest.raises(BackendUnavailable, match="simulated compiler failure"):
         rasterize(**_args(), backend="cpu")
     assert calls == ["cpu"]
+
+
+def test_opacity_aware_extent_changes_no_pixel():
+    """The per-axis opacity-aware tile extent bounds every pixel where a splat's alpha reaches 1/255:
+    compositing with unbounded extents (every visible splat in every tile) gives the same image,
+    while a box one pixel smaller than a splat's extent would clip it."""
+    from avatar.ops import _torch_impl as T
+
+    g = gaussians((), 300, seed=8, spread=0.3, scale=0.04)
+    g["opacities"][:100] = 1.0                       # the largest extents: sqrt(2 log 255) = 3.33 sigma
+    vm, K = camera(1, 64, 48)
+    means2d, conics, depths, radii, opac = T.project(g["means"][None], g["quats"][None], g["scales"][None],
+                                                     g["opacities"][None], vm[None], K[None], 64, 48,
+                                                     0.01, 1e10, 0.3, False)
+    args = (means2d[0], conics[0], g["colors"][None], opac[0])
+    img, alpha = T.rasterize_pixels(*args, radii[0], depths[0], 64, 48)
+    huge = torch.where(radii[0] > 0, torch.full_like(radii[0], 10_000), radii[0])
+    img_u, alpha_u = T.rasterize_pixels(*args, huge, depths[0], 64, 48)
+    assert int((radii > 0).sum()) > 200
+    torch.testing.assert_close(img, img_u, rtol=0, atol=1e-6)
+    torch.testing.assert_close(alpha, alpha_u, rtol=0, atol=1e-6)
+    # ... and the extent is needed: shrinking every box by 2 px changes the image
+    smaller = torch.where(radii[0] > 2, radii[0] - 2, radii[0])
+    img_s, _ = T.rasterize_pixels(*args, smaller, depths[0], 64, 48)
+    assert float((img_s - img).abs().max()) > 1e-3

@@ -36,8 +36,9 @@ class _Project(torch.autograd.Function):
         gc = _c(v_conics) if v_conics is not None else z(B, C, N, 3)
         gd = _c(v_depths) if v_depths is not None else z(B, C, N)
         go = _c(v_opac) if v_opac is not None else z(B, C, N)
+        camera_grad = ctx.needs_input_grad[5]       # viewmats: skipped in the kernels when not wanted
         v_means, v_quats, v_scales, v_opacities, v_viewmats = ctx.C.project_bwd(
-            *args, *ctx.settings, gm, gc, gd, go)
+            *args, *ctx.settings, gm, gc, gd, go, camera_grad)
         return None, v_means, v_quats, v_scales, v_opacities, v_viewmats, None, None
 
 
@@ -51,7 +52,8 @@ class _SH(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, v_colors):
-        v_coeffs, v_means, v_viewmats = ctx.C.sh_bwd(ctx.degree, *ctx.saved_tensors, _c(v_colors))
+        v_coeffs, v_means, v_viewmats = ctx.C.sh_bwd(ctx.degree, *ctx.saved_tensors, _c(v_colors),
+                                                     ctx.needs_input_grad[4])
         return None, None, v_coeffs, v_means, v_viewmats
 
 
@@ -87,7 +89,8 @@ class Ops:
 
     def project(self, means, quats, scales, opacities, viewmats, Ks, width, height, near, far, eps2d,
                 antialiased):
-        """Same contract as _torch_impl.project (viewmats get gradients, Ks do not)."""
+        """Same contract as _torch_impl.project (viewmats get gradients, only when they require
+        them; Ks do not). radii [B,C,N,2] int32."""
         settings = (int(width), int(height), float(near), float(far), float(eps2d), bool(antialiased))
         return _Project.apply(self.C, means, quats, scales, opacities, viewmats, Ks, settings)
 
@@ -97,6 +100,7 @@ class Ops:
 
     def rasterize_pixels(self, means2d: Tensor, conics: Tensor, features: Tensor, opacities: Tensor,
                          radii: Tensor, depths: Tensor, width: int, height: int) -> Tuple[Tensor, Tensor]:
-        """Same contract as _torch_impl.rasterize_pixels: [I,N,...] -> render [I,H,W,D], alphas [I,H,W,1]."""
+        """Same contract as _torch_impl.rasterize_pixels: [I,N,...] (radii [I,N,2]) -> render [I,H,W,D],
+        alphas [I,H,W,1]."""
         return _Raster.apply(self.C, means2d, conics, features, opacities, radii.to(torch.int32), depths,
                              int(width), int(height))

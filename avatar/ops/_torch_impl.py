@@ -10,10 +10,14 @@ backward:
     (as gsplat does) so Gaussians far outside the frustum do not blow up.
   * low-pass filter Sigma2d += eps2d I; in "antialiased" mode the opacity is multiplied by
     sqrt(det(Sigma2d) / det(Sigma2d + eps2d I)) (Mip-Splatting / gsplat).
-  * radius = ceil(3 sqrt(lambda_max)), lambda_max = b + sqrt(max(0.01, b^2 - det)), b = tr/2.
-  * culling: z outside [near, far], det <= 0, or the 3-sigma box outside the image -> radius 0.
+  * opacity-aware per-axis extent (as gsplat): alpha = o exp(-sigma) can reach 1/255 only where
+    sigma <= L = log(255 o) (o after the antialiasing compensation), an ellipse whose bounding box
+    has half-widths r = (ceil(sqrt(2 L Sigma2d_xx)), ceil(sqrt(2 L Sigma2d_yy))) pixels.
+  * culling: z outside [near, far], det <= 0, o <= 1/255 (L <= 0), or the box outside the image
+    -> radius 0.
   * tiles of 16x16: a Gaussian touches only pixels of the tiles its box overlaps
-    (tile_min = floor((m - r) / 16), tile_max = ceil((m + r) / 16), clamped to the grid).
+    (tile_min = floor((m - r) / 16), tile_max = ceil((m + r) / 16) per axis, clamped to the grid).
+    Every pixel where its alpha reaches 1/255 lies in the box, so the tiling changes no pixel.
   * per pixel, front-to-back in depth order: sigma = 0.5 (A dx^2 + C dy^2) + B dx dy,
     alpha = min(0.99, o exp(-sigma)); skipped when sigma < 0 or alpha < 1/255; compositing stops
     before the Gaussian that would bring transmittance to <= 1e-4 (3DGS, Kerbl et al. 2023).
@@ -68,7 +72,8 @@ def project(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, vie
 
     means [B,N,3], quats [B,N,4], scales [B,N,3], opacities [B,N], viewmats [B,C,4,4], Ks [B,C,3,3]
     -> means2d [B,C,N,2], conics [B,C,N,3] (A, B, C of the inverse 2D covariance), depths [B,C,N],
-       radii [B,C,N] int32 (0 = culled), opacities [B,C,N] (times the antialiasing compensation).
+       radii [B,C,N,2] int32 per-axis extents (0 = culled), opacities [B,C,N] (times the
+       antialiasing compensation).
     Culled entries have finite values (zeros for conics/opacities) and zero gradient.
     """
     R = viewmats[..., :3, :3]                                    # [B,C,3,3]
@@ -115,12 +120,15 @@ def project(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, vie
     means2d = torch.stack([mx, my], -1)
 
     with torch.no_grad():
-        half = 0.5 * (a + c)
-        v1 = half + torch.clamp_min(half * half - det, 0.01).sqrt()
-        radius = torch.ceil(3.0 * v1.sqrt())
-        ok = ok & (radius > 0)
-        ok = ok & (mx + radius > 0) & (mx - radius < width) & (my + radius > 0) & (my - radius < height)
-        radii = torch.where(ok, radius, torch.zeros_like(radius)).to(torch.int32)
+        L = torch.log(torch.clamp_min(opac * 255.0, 1e-30))
+        ok = ok & (L > 0)
+        Lp = torch.where(ok, L, torch.zeros_like(L))
+        rx = torch.ceil((2.0 * Lp * a).sqrt())
+        ry = torch.ceil((2.0 * Lp * c).sqrt())
+        ok = ok & (rx > 0) & (ry > 0)
+        ok = ok & (mx + rx > 0) & (mx - rx < width) & (my + ry > 0) & (my - ry < height)
+        radii = torch.where(ok[..., None], torch.stack([rx, ry], -1), torch.zeros_like(rx)[..., None])
+        radii = radii.to(torch.int32)
     okf = ok.to(means.dtype)
     conics = conics * okf[..., None]
     opac = opac * okf
@@ -164,15 +172,16 @@ def sh_colors(sh_degree: int, coeffs: Tensor, means: Tensor, viewmats: Tensor) -
 
 
 def tile_bounds(means2d: Tensor, radii: Tensor, width: int, height: int) -> Tensor:
-    """means2d [...,2], radii [...] -> int64 [..., 4] (tx0, tx1, ty0, ty1), half-open tile ranges."""
+    """means2d [...,2], radii [...,2] (per-axis) -> int64 [..., 4] (tx0, tx1, ty0, ty1), half-open
+    tile ranges."""
     tw = (width + TILE - 1) // TILE
     th = (height + TILE - 1) // TILE
     m = means2d.detach()
     r = radii.to(m.dtype)
-    tx0 = torch.floor((m[..., 0] - r) / TILE).clamp(0, tw)
-    tx1 = torch.ceil((m[..., 0] + r) / TILE).clamp(0, tw)
-    ty0 = torch.floor((m[..., 1] - r) / TILE).clamp(0, th)
-    ty1 = torch.ceil((m[..., 1] + r) / TILE).clamp(0, th)
+    tx0 = torch.floor((m[..., 0] - r[..., 0]) / TILE).clamp(0, tw)
+    tx1 = torch.ceil((m[..., 0] + r[..., 0]) / TILE).clamp(0, tw)
+    ty0 = torch.floor((m[..., 1] - r[..., 1]) / TILE).clamp(0, th)
+    ty1 = torch.ceil((m[..., 1] + r[..., 1]) / TILE).clamp(0, th)
     return torch.stack([tx0, tx1, ty0, ty1], -1).long()
 
 
@@ -202,8 +211,8 @@ def rasterize_pixels(means2d: Tensor, conics: Tensor, features: Tensor, opacitie
     """Per image: sort by depth, then composite each band of one tile row (16 pixel rows) densely
     against every Gaussian whose tile range covers that row (gradient-checkpointed per band so
     memory stays bounded). means2d [I,N,2], conics [I,N,3], features [I,N,D], opacities [I,N],
-    radii [I,N], depths [I,N] -> render [I,H,W,D], alphas [I,H,W,1]."""
-    I, N = radii.shape
+    radii [I,N,2], depths [I,N] -> render [I,H,W,D], alphas [I,H,W,1]."""
+    I, N = radii.shape[:2]
     D = features.shape[-1]
     dev, dt = features.device, features.dtype
     bounds = tile_bounds(means2d, radii, width, height)           # [I,N,4]
@@ -212,7 +221,7 @@ def rasterize_pixels(means2d: Tensor, conics: Tensor, features: Tensor, opacitie
     xs = torch.arange(width, device=dev, dtype=dt) + 0.5
     imgs, alps = [], []
     for i in range(I):
-        valid = torch.nonzero(radii[i] > 0).flatten()
+        valid = torch.nonzero(radii[i, :, 0] > 0).flatten()
         order = valid[torch.sort(depths[i, valid].detach(), stable=True).indices]
         bi = bounds[i, order]
         rows, arows = [], []

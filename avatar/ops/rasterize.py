@@ -37,7 +37,8 @@ def rasterize(
     Returns colors [..., C, H, W, D'] (D' = D for "RGB", 1 for "D"/"ED", D+1 for "RGB+D"/"RGB+ED";
     "ED" is the expected depth = accumulated depth / alpha), alphas [..., C, H, W, 1] and meta:
     means2d [..., C, N, 2] (its .grad is filled by backward: use it for densification), radii
-    [..., C, N] int32 (0 = culled), depths [..., C, N] camera z, backend (the name used).
+    [..., C, N] int32 (the larger of the splat's per-axis pixel extents, see _torch_impl.project;
+    0 = culled), depths [..., C, N] camera z, backend (the name used).
     Differentiable w.r.t. means, quats, scales, opacities, colors, backgrounds and viewmats on every
     backend (Ks receive gradients on the torch backend only; `auto` then picks it, with a warning).
     Backgrounds are composited as colors + (1 - alpha) * background on the colour channels.
@@ -102,7 +103,7 @@ def _rasterize_tiled(ops, *, means, quats, scales, opacities, colors, viewmats, 
     Dp = features.shape[-1]
     render, alphas = ops.rasterize_pixels(
         means2d_out.reshape(B * C, N, 2), conics.reshape(B * C, N, 3), features.reshape(B * C, N, Dp),
-        opac.reshape(B * C, N), radii.reshape(B * C, N), depths.reshape(B * C, N), width, height)
+        opac.reshape(B * C, N), radii.reshape(B * C, N, 2), depths.reshape(B * C, N), width, height)
     render = render.reshape(B, C, height, width, Dp)
     alphas = alphas.reshape(B, C, height, width, 1)
     if backgrounds is not None:
@@ -111,4 +112,4 @@ def _rasterize_tiled(ops, *, means, quats, scales, opacities, colors, viewmats, 
         render = torch.cat([render[..., :Dc] + bg, render[..., Dc:]], -1) if Dp > Dc else render + bg
     if render_mode in ("ED", "RGB+ED"):
         render = torch.cat([render[..., :-1], render[..., -1:] / alphas.clamp_min(1e-10)], -1)
-    return render, alphas, means2d_out, radii, depths
+    return render, alphas, means2d_out, radii.amax(-1), depths

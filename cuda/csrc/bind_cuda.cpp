@@ -1,57 +1,40 @@
-// Torch glue for the CUDA rasterizer (avatar._C_cuda): checks, allocation, the (tile, depth) key
-// sort (torch's radix sort on the device), pointer passing. Kernels live in csrc/cuda/*.cu and
-// include no torch headers.
-#include <torch/extension.h>
-#include <c10/cuda/CUDAStream.h>
+// Torch glue for the CUDA rasterizer (avatar._C_cuda): allocation (through torch's caching
+// allocator, scratch included), the binning sequence and pointer passing; checks are shared with
+// the CPU glue (bind_common.h). Kernels live in csrc/cuda/*.cu and include no torch headers.
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 
 #include <vector>
 
 #include "avatar/cuda.h"
+#include "bind_common.h"
 
 namespace {
 
-constexpr int TILE = 16;
-
-void check(const torch::Tensor& t, const char* name, c10::ScalarType dtype = torch::kFloat32) {
-    TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor");
-    TORCH_CHECK(t.scalar_type() == dtype, name, " has the wrong dtype");
-    TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
-}
+using avatar::bind::Device;
+constexpr Device DEV = Device::CUDA;
 
 cudaStream_t stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
-avatar::cuda::Geometry geometry(const torch::Tensor& means, const torch::Tensor& viewmats, int64_t width,
-                                int64_t height, double near_plane, double far_plane, double eps2d,
-                                bool antialiased) {
-    avatar::cuda::Geometry g;
-    g.B = (int)means.size(0);
-    g.N = (int)means.size(1);
-    g.C = (int)viewmats.size(1);
-    g.width = (int)width;
-    g.height = (int)height;
-    g.near_plane = (float)near_plane;
-    g.far_plane = (float)far_plane;
-    g.eps2d = (float)eps2d;
-    g.antialiased = antialiased;
-    return g;
+int bits_for(int64_t n) {   // bits needed for values 0..n-1
+    int b = 0;
+    while ((int64_t(1) << b) < n) ++b;
+    return b;
 }
 
+// -> means2d [B,C,N,2], conics [B,C,N,3], depths [B,C,N], radii [B,C,N,2] int32, opacities [B,C,N]
 std::vector<torch::Tensor> project_fwd(torch::Tensor means, torch::Tensor quats, torch::Tensor scales,
                                        torch::Tensor opacities, torch::Tensor viewmats, torch::Tensor Ks,
                                        int64_t width, int64_t height, double near_plane, double far_plane,
                                        double eps2d, bool antialiased) {
-    for (auto& p : {std::make_pair(&means, "means"), std::make_pair(&quats, "quats"),
-                    std::make_pair(&scales, "scales"), std::make_pair(&opacities, "opacities"),
-                    std::make_pair(&viewmats, "viewmats"), std::make_pair(&Ks, "Ks")})
-        check(*p.first, p.second);
+    auto g = avatar::bind::project_geometry(DEV, means, quats, scales, opacities, viewmats, Ks, width, height,
+                                            near_plane, far_plane, eps2d, antialiased);
     const c10::cuda::CUDAGuard guard(means.device());
-    auto g = geometry(means, viewmats, width, height, near_plane, far_plane, eps2d, antialiased);
     auto f = means.options();
     auto means2d = torch::empty({g.B, g.C, g.N, 2}, f);
     auto conics = torch::empty({g.B, g.C, g.N, 3}, f);
     auto depths = torch::empty({g.B, g.C, g.N}, f);
-    auto radii = torch::empty({g.B, g.C, g.N}, f.dtype(torch::kInt32));
+    auto radii = torch::empty({g.B, g.C, g.N, 2}, f.dtype(torch::kInt32));
     auto opac = torch::empty({g.B, g.C, g.N}, f);
     avatar::cuda::project_forward(g, means.data_ptr<float>(), quats.data_ptr<float>(), scales.data_ptr<float>(),
                                   opacities.data_ptr<float>(), viewmats.data_ptr<float>(), Ks.data_ptr<float>(),
@@ -60,97 +43,97 @@ std::vector<torch::Tensor> project_fwd(torch::Tensor means, torch::Tensor quats,
     return {means2d, conics, depths, radii, opac};
 }
 
+// -> v_means [B,N,3], v_quats [B,N,4], v_scales [B,N,3], v_opacities [B,N],
+//    v_viewmats [B,C,4,4] (undefined -> None unless camera_grad)
 std::vector<torch::Tensor> project_bwd(torch::Tensor means, torch::Tensor quats, torch::Tensor scales,
                                        torch::Tensor opacities, torch::Tensor viewmats, torch::Tensor Ks,
                                        int64_t width, int64_t height, double near_plane, double far_plane,
                                        double eps2d, bool antialiased, torch::Tensor v_means2d,
-                                       torch::Tensor v_conics, torch::Tensor v_depths, torch::Tensor v_opac) {
-    check(v_means2d, "v_means2d");
-    check(v_conics, "v_conics");
-    check(v_depths, "v_depths");
-    check(v_opac, "v_opacities");
+                                       torch::Tensor v_conics, torch::Tensor v_depths, torch::Tensor v_opac,
+                                       bool camera_grad) {
+    auto g = avatar::bind::project_geometry(DEV, means, quats, scales, opacities, viewmats, Ks, width, height,
+                                            near_plane, far_plane, eps2d, antialiased);
+    avatar::bind::check_project_grads(DEV, g, v_means2d, v_conics, v_depths, v_opac);
     const c10::cuda::CUDAGuard guard(means.device());
-    auto g = geometry(means, viewmats, width, height, near_plane, far_plane, eps2d, antialiased);
     auto v_means = torch::empty_like(means), v_quats = torch::empty_like(quats);
     auto v_scales = torch::empty_like(scales), v_opacities = torch::empty_like(opacities);
-    auto v_viewmats = torch::zeros_like(viewmats);
+    torch::Tensor v_viewmats = camera_grad ? torch::zeros_like(viewmats) : torch::Tensor();
     avatar::cuda::project_backward(g, means.data_ptr<float>(), quats.data_ptr<float>(), scales.data_ptr<float>(),
                                    opacities.data_ptr<float>(), viewmats.data_ptr<float>(), Ks.data_ptr<float>(),
                                    v_means2d.data_ptr<float>(), v_conics.data_ptr<float>(),
                                    v_depths.data_ptr<float>(), v_opac.data_ptr<float>(), v_means.data_ptr<float>(),
                                    v_quats.data_ptr<float>(), v_scales.data_ptr<float>(),
-                                   v_opacities.data_ptr<float>(), v_viewmats.data_ptr<float>(), stream());
+                                   v_opacities.data_ptr<float>(), avatar::bind::ptr_or_null(v_viewmats), stream());
     return {v_means, v_quats, v_scales, v_opacities, v_viewmats};
 }
 
+// coeffs [B,N,K,3], means [B,N,3], viewmats [B,C,4,4] -> colors [B,C,N,3]
 torch::Tensor sh_fwd(int64_t degree, torch::Tensor coeffs, torch::Tensor means, torch::Tensor viewmats) {
-    check(coeffs, "coeffs");
-    check(means, "means");
-    check(viewmats, "viewmats");
+    auto d = avatar::bind::sh_dims(DEV, degree, coeffs, means, viewmats);
     const c10::cuda::CUDAGuard guard(means.device());
-    int B = (int)means.size(0), N = (int)means.size(1), C = (int)viewmats.size(1), K = (int)coeffs.size(2);
-    auto colors = torch::empty({B, C, N, 3}, means.options());
-    avatar::cuda::sh_forward(B, C, N, K, (int)degree, coeffs.data_ptr<float>(), means.data_ptr<float>(),
+    auto colors = torch::empty({d.B, d.C, d.N, 3}, means.options());
+    avatar::cuda::sh_forward(d.B, d.C, d.N, d.K, (int)degree, coeffs.data_ptr<float>(), means.data_ptr<float>(),
                              viewmats.data_ptr<float>(), colors.data_ptr<float>(), stream());
     return colors;
 }
 
+// -> v_coeffs [B,N,K,3], v_means [B,N,3], v_viewmats [B,C,4,4] (undefined unless camera_grad)
 std::vector<torch::Tensor> sh_bwd(int64_t degree, torch::Tensor coeffs, torch::Tensor means,
-                                  torch::Tensor viewmats, torch::Tensor v_colors) {
-    check(v_colors, "v_colors");
+                                  torch::Tensor viewmats, torch::Tensor v_colors, bool camera_grad) {
+    auto d = avatar::bind::sh_dims(DEV, degree, coeffs, means, viewmats);
+    avatar::bind::check(v_colors, "v_colors", DEV, 4);
+    avatar::bind::check_shape(v_colors, "v_colors", {d.B, d.C, d.N, 3});
     const c10::cuda::CUDAGuard guard(means.device());
-    int B = (int)means.size(0), N = (int)means.size(1), C = (int)viewmats.size(1), K = (int)coeffs.size(2);
     auto v_coeffs = torch::empty_like(coeffs), v_means = torch::empty_like(means);
-    auto v_viewmats = torch::zeros_like(viewmats);
-    avatar::cuda::sh_backward(B, C, N, K, (int)degree, coeffs.data_ptr<float>(), means.data_ptr<float>(),
+    torch::Tensor v_viewmats = camera_grad ? torch::zeros_like(viewmats) : torch::Tensor();
+    avatar::cuda::sh_backward(d.B, d.C, d.N, d.K, (int)degree, coeffs.data_ptr<float>(), means.data_ptr<float>(),
                               viewmats.data_ptr<float>(), v_colors.data_ptr<float>(), v_coeffs.data_ptr<float>(),
-                              v_means.data_ptr<float>(), v_viewmats.data_ptr<float>(), stream());
+                              v_means.data_ptr<float>(), avatar::bind::ptr_or_null(v_viewmats), stream());
     return {v_coeffs, v_means, v_viewmats};
 }
 
-// means2d [I,N,2], conics [I,N,3], features [I,N,D], opacities [I,N], radii [I,N], depths [I,N]
+// means2d [I,N,2], conics [I,N,3], features [I,N,D], opacities [I,N], radii [I,N,2], depths [I,N]
 // -> render [I,H,W,D], alphas [I,H,W,1], last [I,H,W] int32, tile_offsets [I*T+1], tile_ids [M]
 std::vector<torch::Tensor> raster_fwd(torch::Tensor means2d, torch::Tensor conics, torch::Tensor features,
                                       torch::Tensor opacities, torch::Tensor radii, torch::Tensor depths,
                                       int64_t width, int64_t height) {
-    check(means2d, "means2d");
-    check(conics, "conics");
-    check(features, "features");
-    check(opacities, "opacities");
-    check(radii, "radii", torch::kInt32);
-    check(depths, "depths");
+    auto d = avatar::bind::raster_dims(DEV, means2d, conics, features, opacities);
+    avatar::bind::check_binning(DEV, d, radii, depths);
+    TORCH_CHECK(d.D <= avatar::cuda::MAX_CHANNELS, "the cuda backend renders at most ",
+                avatar::cuda::MAX_CHANNELS, " channels, got ", d.D);
     const c10::cuda::CUDAGuard guard(means2d.device());
-    int I = (int)means2d.size(0), N = (int)means2d.size(1), D = (int)features.size(2);
-    TORCH_CHECK(D <= avatar::cuda::MAX_CHANNELS, "the cuda backend renders at most ",
-                avatar::cuda::MAX_CHANNELS, " channels, got ", D);
-    int tiles_x = ((int)width + TILE - 1) / TILE, tiles_y = ((int)height + TILE - 1) / TILE;
-    int64_t num_tiles = (int64_t)I * tiles_x * tiles_y;
+    const int64_t num_tiles = (int64_t)d.I * avatar::tiles_along((int)width) * avatar::tiles_along((int)height);
     TORCH_CHECK(num_tiles < (int64_t(1) << 31), "too many (image, tile) pairs for 32-bit tile keys");
     auto f = features.options();
     auto i32 = f.dtype(torch::kInt32);
-    auto counts = torch::empty({(int64_t)I * N}, i32);
-    avatar::cuda::tile_counts(I, N, (int)width, (int)height, means2d.data_ptr<float>(), radii.data_ptr<int32_t>(),
-                              counts.data_ptr<int32_t>(), stream());
+    // binning: per-splat tile counts -> offsets -> (key, splat) pairs -> radix sort -> tile ranges
+    auto counts = torch::empty({(int64_t)d.I * d.N}, i32);
+    avatar::cuda::tile_counts(d.I, d.N, (int)width, (int)height, means2d.data_ptr<float>(),
+                              radii.data_ptr<int32_t>(), counts.data_ptr<int32_t>(), stream());
     auto ends = torch::cumsum(counts, 0, torch::kInt64);
-    int64_t M = ends.numel() ? ends[-1].item<int64_t>() : 0;
+    const int64_t M = ends.numel() ? ends[-1].item<int64_t>() : 0;       // one device sync
     TORCH_CHECK(M < (int64_t(1) << 31), "too many (splat, tile) intersections: ", M);
     auto offsets = ends - counts.to(torch::kInt64);
     auto keys = torch::empty({M}, f.dtype(torch::kInt64));
     auto values = torch::empty({M}, i32);
-    avatar::cuda::tile_emit(I, N, (int)width, (int)height, means2d.data_ptr<float>(), radii.data_ptr<int32_t>(),
+    avatar::cuda::tile_emit(d.I, d.N, (int)width, (int)height, means2d.data_ptr<float>(), radii.data_ptr<int32_t>(),
                             depths.data_ptr<float>(), offsets.data_ptr<int64_t>(), keys.data_ptr<int64_t>(),
                             values.data_ptr<int32_t>(), stream());
-    // (tile, depth) sort; stable, so equal depths keep splat-index order like the CPU twin
-    auto sorted = torch::sort(keys, /*stable=*/true, /*dim=*/0, /*descending=*/false);
-    auto sorted_keys = std::get<0>(sorted).contiguous();
-    auto tile_ids = values.index_select(0, std::get<1>(sorted)).contiguous();
+    const int end_bit = 32 + bits_for(num_tiles);
+    auto sorted_keys = torch::empty_like(keys);
+    auto tile_ids = torch::empty_like(values);
+    const size_t temp_bytes = avatar::cuda::tile_sort_temp_bytes(M, end_bit);
+    auto temp = torch::empty({(int64_t)temp_bytes}, f.dtype(torch::kUInt8));
+    avatar::cuda::tile_sort(temp.data_ptr(), temp_bytes, M, end_bit, keys.data_ptr<int64_t>(),
+                            sorted_keys.data_ptr<int64_t>(), values.data_ptr<int32_t>(), tile_ids.data_ptr<int32_t>(),
+                            stream());
     auto tile_offsets = torch::empty({num_tiles + 1}, i32);
     avatar::cuda::tile_ranges(M, (int)num_tiles, sorted_keys.data_ptr<int64_t>(), tile_offsets.data_ptr<int32_t>(),
                               stream());
-    auto render = torch::empty({I, height, width, D}, f);
-    auto alphas = torch::empty({I, height, width, 1}, f);
-    auto last = torch::empty({I, height, width}, i32);
-    avatar::cuda::raster_forward(I, N, D, (int)width, (int)height, means2d.data_ptr<float>(),
+    auto render = torch::empty({d.I, height, width, d.D}, f);
+    auto alphas = torch::empty({d.I, height, width, 1}, f);
+    auto last = torch::empty({d.I, height, width}, i32);
+    avatar::cuda::raster_forward(d.I, d.N, d.D, (int)width, (int)height, means2d.data_ptr<float>(),
                                  conics.data_ptr<float>(), features.data_ptr<float>(), opacities.data_ptr<float>(),
                                  tile_offsets.data_ptr<int32_t>(), tile_ids.data_ptr<int32_t>(),
                                  render.data_ptr<float>(), alphas.data_ptr<float>(), last.data_ptr<int32_t>(),
@@ -158,19 +141,17 @@ std::vector<torch::Tensor> raster_fwd(torch::Tensor means2d, torch::Tensor conic
     return {render, alphas, last, tile_offsets, tile_ids};
 }
 
+// -> v_means2d [I,N,2], v_conics [I,N,3], v_features [I,N,D], v_opacities [I,N]
 std::vector<torch::Tensor> raster_bwd(torch::Tensor means2d, torch::Tensor conics, torch::Tensor features,
                                       torch::Tensor opacities, torch::Tensor tile_offsets, torch::Tensor tile_ids,
                                       torch::Tensor alphas, torch::Tensor last, torch::Tensor v_render,
                                       torch::Tensor v_alphas, int64_t width, int64_t height) {
-    check(v_render, "v_render");
-    check(v_alphas, "v_alphas");
-    check(tile_offsets, "tile_offsets", torch::kInt32);
-    check(tile_ids, "tile_ids", torch::kInt32);
+    auto d = avatar::bind::raster_dims(DEV, means2d, conics, features, opacities);
+    avatar::bind::check_raster_grads(DEV, d, width, height, tile_offsets, tile_ids, alphas, last, v_render, v_alphas);
     const c10::cuda::CUDAGuard guard(means2d.device());
-    int I = (int)means2d.size(0), N = (int)means2d.size(1), D = (int)features.size(2);
     auto v_means2d = torch::zeros_like(means2d), v_conics = torch::zeros_like(conics);
     auto v_features = torch::zeros_like(features), v_opacities = torch::zeros_like(opacities);
-    avatar::cuda::raster_backward(I, N, D, (int)width, (int)height, means2d.data_ptr<float>(),
+    avatar::cuda::raster_backward(d.I, d.N, d.D, (int)width, (int)height, means2d.data_ptr<float>(),
                                   conics.data_ptr<float>(), features.data_ptr<float>(),
                                   opacities.data_ptr<float>(), tile_offsets.data_ptr<int32_t>(),
                                   tile_ids.data_ptr<int32_t>(), alphas.data_ptr<float>(), last.data_ptr<int32_t>(),

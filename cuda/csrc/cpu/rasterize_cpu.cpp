@@ -94,7 +94,8 @@ void project_forward(const Geometry& g, const float* means, const float* quats, 
         means2d[2 * idx + 1] = out.mean2d[1];
         for (int k = 0; k < 3; ++k) conics[3 * idx + k] = out.conic[k];
         depths[idx] = out.depth;
-        radii[idx] = out.radius;
+        radii[2 * idx] = out.radius[0];
+        radii[2 * idx + 1] = out.radius[1];
         opac_out[idx] = out.opacity;
     }
 }
@@ -123,10 +124,11 @@ void project_backward(const Geometry& g, const float* means, const float* quats,
     const int64_t n_cam = (int64_t)g.B * g.C;
     ProjectSettings st{g.near_plane, g.far_plane, g.eps2d, g.antialiased};
     const int nthreads = num_threads();
-    std::vector<float> tl((size_t)nthreads * n_cam * 12, 0.f);
+    const bool cam_grad = v_viewmats != nullptr;
+    std::vector<float> tl(cam_grad ? (size_t)nthreads * n_cam * 12 : 0, 0.f);
 #pragma omp parallel num_threads(nthreads)
     {
-        float* cam_acc = tl.data() + (size_t)thread_id() * n_cam * 12;
+        float* cam_acc = cam_grad ? tl.data() + (size_t)thread_id() * n_cam * 12 : nullptr;
 #pragma omp for schedule(static)
         for (int64_t gi = 0; gi < total; ++gi) {
             int64_t b = gi / g.N, n = gi % g.N;
@@ -134,10 +136,10 @@ void project_backward(const Geometry& g, const float* means, const float* quats,
             for (int c = 0; c < g.C; ++c) {
                 int64_t bc = b * g.C + c, idx = bc * g.N + n;
                 Camera cam = make_camera(viewmats + 16 * bc, Ks + 9 * bc, g.width, g.height);
-                float* vc = cam_acc + 12 * bc;
+                float* vc = cam_grad ? cam_acc + 12 * bc : nullptr;
                 ::avatar::project_backward(means + 3 * gi, quats + 4 * gi, scales + 3 * gi, opacities[gi], cam, st,
                                            v_means2d + 2 * idx, v_conics + 3 * idx, v_depths[idx], v_opac_out[idx],
-                                           vm, vq, vs, &vo, vc, vc + 9);
+                                           vm, vq, vs, &vo, vc, cam_grad ? vc + 9 : nullptr);
             }
             for (int k = 0; k < 3; ++k) v_means[3 * gi + k] = vm[k];
             for (int k = 0; k < 4; ++k) v_quats[4 * gi + k] = vq[k];
@@ -145,7 +147,7 @@ void project_backward(const Geometry& g, const float* means, const float* quats,
             v_opacities[gi] = vo;
         }
     }
-    reduce_camera_grads(tl, nthreads, n_cam, v_viewmats);
+    if (cam_grad) reduce_camera_grads(tl, nthreads, n_cam, v_viewmats);
 }
 
 void sh_forward(int B, int C, int N, int K, int degree, const float* coeffs, const float* means,
@@ -168,10 +170,11 @@ void sh_backward(int B, int C, int N, int K, int degree, const float* coeffs, co
     const int64_t total = (int64_t)B * N;
     const int64_t n_cam = (int64_t)B * C;
     const int nthreads = num_threads();
-    std::vector<float> tl((size_t)nthreads * n_cam * 12, 0.f);
+    const bool cam_grad = v_viewmats != nullptr;
+    std::vector<float> tl(cam_grad ? (size_t)nthreads * n_cam * 12 : 0, 0.f);
 #pragma omp parallel num_threads(nthreads)
     {
-        float* cam_acc = tl.data() + (size_t)thread_id() * n_cam * 12;
+        float* cam_acc = cam_grad ? tl.data() + (size_t)thread_id() * n_cam * 12 : nullptr;
 #pragma omp for schedule(static)
         for (int64_t gi = 0; gi < total; ++gi) {
             int64_t b = gi / N, n = gi % N;
@@ -183,13 +186,14 @@ void sh_backward(int B, int C, int N, int K, int degree, const float* coeffs, co
                 float campos[3], v_campos[3] = {0.f, 0.f, 0.f};
                 camera_center(viewmats + 16 * bc, campos);
                 ::avatar::sh_backward(degree, coeffs + (int64_t)K * 3 * gi, means + 3 * gi, campos,
-                                      v_colors + 3 * idx, vc, vm, v_campos);
-                camera_center_backward(viewmats + 16 * bc, v_campos, cam_acc + 12 * bc, cam_acc + 12 * bc + 9);
+                                      v_colors + 3 * idx, vc, vm, cam_grad ? v_campos : nullptr);
+                if (cam_grad)
+                    camera_center_backward(viewmats + 16 * bc, v_campos, cam_acc + 12 * bc, cam_acc + 12 * bc + 9);
             }
             for (int k = 0; k < 3; ++k) v_means[3 * gi + k] = vm[k];
         }
     }
-    reduce_camera_grads(tl, nthreads, n_cam, v_viewmats);
+    if (cam_grad) reduce_camera_grads(tl, nthreads, n_cam, v_viewmats);
 }
 
 // Bin the splats of one image into tiles: offsets [T+1] (relative to `base`), ids sorted by
@@ -199,9 +203,9 @@ static void bin_image(int N, int tiles_x, int tiles_y, const float* means2d, con
     const int T = tiles_x * tiles_y;
     std::vector<int32_t> count(T + 1, 0);
     for (int n = 0; n < N; ++n) {
-        if (radii[n] <= 0) continue;
+        if (radii[2 * n] <= 0) continue;
         int tx0, tx1, ty0, ty1;
-        tile_bounds(means2d[2 * n], means2d[2 * n + 1], radii[n], tiles_x, tiles_y, &tx0, &tx1, &ty0, &ty1);
+        tile_bounds(means2d[2 * n], means2d[2 * n + 1], radii + 2 * n, tiles_x, tiles_y, &tx0, &tx1, &ty0, &ty1);
         for (int ty = ty0; ty < ty1; ++ty)
             for (int tx = tx0; tx < tx1; ++tx) count[ty * tiles_x + tx]++;
     }
@@ -211,9 +215,9 @@ static void bin_image(int N, int tiles_x, int tiles_y, const float* means2d, con
     ids.resize(base + start[T]);
     std::vector<int32_t> fill(start.begin(), start.end() - 1);
     for (int n = 0; n < N; ++n) {
-        if (radii[n] <= 0) continue;
+        if (radii[2 * n] <= 0) continue;
         int tx0, tx1, ty0, ty1;
-        tile_bounds(means2d[2 * n], means2d[2 * n + 1], radii[n], tiles_x, tiles_y, &tx0, &tx1, &ty0, &ty1);
+        tile_bounds(means2d[2 * n], means2d[2 * n + 1], radii + 2 * n, tiles_x, tiles_y, &tx0, &tx1, &ty0, &ty1);
         for (int ty = ty0; ty < ty1; ++ty)
             for (int tx = tx0; tx < tx1; ++tx) ids[base + fill[ty * tiles_x + tx]++] = n;
     }
@@ -238,7 +242,7 @@ void raster_forward(int I, int N, int D, int width, int height, const float* mea
     const int64_t HW = (int64_t)width * height;
     for (int i = 0; i < I; ++i) {
         const int64_t gofs = (int64_t)i * N;
-        bin_image(N, tiles_x, tiles_y, means2d + 2 * gofs, radii + gofs, depths + gofs,
+        bin_image(N, tiles_x, tiles_y, means2d + 2 * gofs, radii + 2 * gofs, depths + gofs,
                   tile_offsets.data() + (size_t)i * T, tile_ids);
         const int32_t* ids = tile_ids.data();
         const int32_t* offs = tile_offsets.data() + (size_t)i * T;

@@ -1,11 +1,17 @@
 // Tile binning and per-tile compositing kernels (forward front-to-back, backward back-to-front),
 // over the shared per-pixel math in cuda/include/avatar/raster.h.
 //
+// Binning: one (key, value) per (splat, touched tile), key = (image * T + tile) << 32 | depth bits,
+// sorted by a CUB radix sort over only the bits the keys use (32 depth bits + ceil(log2(I*T))).
 // One 16x16 thread block per (tile, image); each thread owns one pixel. Splats of the tile's
-// depth-sorted run are staged in shared memory in batches of 256; the block stops as soon as all
-// of its pixels have terminated (transmittance would drop to <= 1e-4). The backward pass walks
-// the same runs in reverse and accumulates per-splat gradients with one atomic per warp (the
-// warp's lanes are summed with shuffles first).
+// depth-sorted run are staged in shared memory in batches of 256 (geometry, opacity and, for the
+// common channel counts 1/3/4, the features); the block stops as soon as all of its pixels have
+// terminated (transmittance would drop to <= 1e-4). The backward pass walks the same runs in
+// reverse; a warp whose lanes all miss a splat skips it, otherwise the lanes' gradients are summed
+// with shuffles and one lane issues the atomics. Channel counts 1/3/4 are template arguments so the
+// per-pixel accumulators live in registers (ptxas: no stack frame); others use MAX_CHANNELS arrays.
+#include <cub/device/device_radix_sort.cuh>
+
 #include "avatar/cuda.h"
 #include "avatar/raster.h"
 
@@ -26,9 +32,9 @@ __global__ void tile_counts_kernel(int I, int N, int tiles_x, int tiles_y, const
                                    const int32_t* radii, int32_t* counts) {
     int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (int64_t)I * N) return;
-    if (radii[idx] <= 0) { counts[idx] = 0; return; }
+    if (radii[2 * idx] <= 0) { counts[idx] = 0; return; }
     int tx0, tx1, ty0, ty1;
-    tile_bounds(means2d[2 * idx], means2d[2 * idx + 1], radii[idx], tiles_x, tiles_y, &tx0, &tx1, &ty0, &ty1);
+    tile_bounds(means2d[2 * idx], means2d[2 * idx + 1], radii + 2 * idx, tiles_x, tiles_y, &tx0, &tx1, &ty0, &ty1);
     counts[idx] = (tx1 - tx0) * (ty1 - ty0);
 }
 
@@ -36,11 +42,11 @@ __global__ void tile_emit_kernel(int I, int N, int tiles_x, int tiles_y, const f
                                  const int32_t* radii, const float* depths, const int64_t* offsets,
                                  int64_t* keys, int32_t* values) {
     int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (int64_t)I * N || radii[idx] <= 0) return;
+    if (idx >= (int64_t)I * N || radii[2 * idx] <= 0) return;
     int64_t image = idx / N;
     int32_t n = (int32_t)(idx % N);
     int tx0, tx1, ty0, ty1;
-    tile_bounds(means2d[2 * idx], means2d[2 * idx + 1], radii[idx], tiles_x, tiles_y, &tx0, &tx1, &ty0, &ty1);
+    tile_bounds(means2d[2 * idx], means2d[2 * idx + 1], radii + 2 * idx, tiles_x, tiles_y, &tx0, &tx1, &ty0, &ty1);
     // depth > near > 0, so its IEEE bits order like the float
     int64_t dbits = (int64_t)(uint32_t)__float_as_uint(depths[idx]);
     int64_t cur = offsets[idx];
@@ -62,10 +68,14 @@ __global__ void tile_ranges_kernel(int64_t M, int num_tiles, const int64_t* keys
     for (int64_t t = prev + 1; t <= cur; ++t) offsets[t] = (int32_t)idx;
 }
 
+// CD > 0: exactly CD channels (registers, features staged in shared memory); CD == 0: D <= MAX_CHANNELS.
+template <int CD>
 __global__ void raster_forward_kernel(int N, int D, int width, int height, int tiles_x,
                                       const float* means2d, const float* conics, const float* features,
                                       const float* opacities, const int32_t* tile_offsets,
                                       const int32_t* tile_ids, float* render, float* alphas, int32_t* last) {
+    constexpr int NC = CD > 0 ? CD : MAX_CHANNELS;
+    const int Dn = CD > 0 ? CD : D;
     const int image = blockIdx.z;
     const int tile = blockIdx.y * tiles_x + blockIdx.x;
     const int T = tiles_x * gridDim.y;
@@ -79,10 +89,12 @@ __global__ void raster_forward_kernel(int N, int D, int width, int height, int t
     __shared__ float s_m[BLOCK][2];
     __shared__ float s_con[BLOCK][3];
     __shared__ float s_op[BLOCK];
+    __shared__ float s_f[CD > 0 ? BLOCK : 1][CD > 0 ? CD : 1];
 
     const float fx = (float)px + 0.5f, fy = (float)py + 0.5f;
-    float acc[MAX_CHANNELS];
-    for (int d = 0; d < D; ++d) acc[d] = 0.f;
+    float acc[NC];
+#pragma unroll
+    for (int d = 0; d < NC; ++d) acc[d] = 0.f;
     float Tr = 1.f;
     int32_t consumed = 0;
     bool done = !inside;
@@ -99,6 +111,10 @@ __global__ void raster_forward_kernel(int N, int D, int width, int height, int t
             s_con[tid][1] = conics[3 * gi + 1];
             s_con[tid][2] = conics[3 * gi + 2];
             s_op[tid] = opacities[gi];
+            if (CD > 0) {
+#pragma unroll
+                for (int d = 0; d < (CD > 0 ? CD : 1); ++d) s_f[tid][d] = features[gi * Dn + d];
+            }
         }
         __syncthreads();
         int cnt = min(BLOCK, end - base);
@@ -110,25 +126,35 @@ __global__ void raster_forward_kernel(int N, int D, int width, int height, int t
             const float next_T = Tr * (1.f - alpha);
             if (next_T <= T_MIN) { done = true; break; }
             const float w = alpha * Tr;
-            const float* f = features + (gofs + s_id[k]) * D;
-            for (int d = 0; d < D; ++d) acc[d] += w * f[d];
+            if (CD > 0) {
+#pragma unroll
+                for (int d = 0; d < NC; ++d) acc[d] += w * s_f[k][CD > 0 ? d : 0];
+            } else {
+                const float* f = features + (gofs + s_id[k]) * D;
+                for (int d = 0; d < Dn; ++d) acc[d] += w * f[d];
+            }
             Tr = next_T;
             consumed = base + k - start + 1;
         }
     }
     if (!inside) return;
     const int64_t pix = (int64_t)image * width * height + (int64_t)py * width + px;
-    for (int d = 0; d < D; ++d) render[pix * D + d] = acc[d];
+#pragma unroll
+    for (int d = 0; d < NC; ++d)
+        if (d < Dn) render[pix * Dn + d] = acc[d];
     alphas[pix] = 1.f - Tr;
     last[pix] = consumed;
 }
 
+template <int CD>
 __global__ void raster_backward_kernel(int N, int D, int width, int height, int tiles_x,
                                        const float* means2d, const float* conics, const float* features,
                                        const float* opacities, const int32_t* tile_offsets,
                                        const int32_t* tile_ids, const float* alphas, const int32_t* last,
                                        const float* v_render, const float* v_alphas, float* v_means2d,
                                        float* v_conics, float* v_features, float* v_opacities) {
+    constexpr int NC = CD > 0 ? CD : MAX_CHANNELS;
+    const int Dn = CD > 0 ? CD : D;
     const int image = blockIdx.z;
     const int tile = blockIdx.y * tiles_x + blockIdx.x;
     const int T = tiles_x * gridDim.y;
@@ -144,14 +170,16 @@ __global__ void raster_backward_kernel(int N, int D, int width, int height, int 
     __shared__ float s_m[BLOCK][2];
     __shared__ float s_con[BLOCK][3];
     __shared__ float s_op[BLOCK];
+    __shared__ float s_f[CD > 0 ? BLOCK : 1][CD > 0 ? CD : 1];
 
     const float fx = (float)px + 0.5f, fy = (float)py + 0.5f;
     const int32_t my_last = inside ? start + last[pix] : start;    // one past the last consumed entry
     const float T_final = inside ? 1.f - alphas[pix] : 1.f;
     const float vA = inside ? v_alphas[pix] : 0.f;
-    float vC[MAX_CHANNELS], S[MAX_CHANNELS];
-    for (int d = 0; d < D; ++d) {
-        vC[d] = inside ? v_render[pix * D + d] : 0.f;
+    float vC[NC], S[NC];
+#pragma unroll
+    for (int d = 0; d < NC; ++d) {
+        vC[d] = (inside && d < Dn) ? v_render[pix * Dn + d] : 0.f;
         S[d] = 0.f;
     }
     float Tr = T_final;
@@ -177,6 +205,10 @@ __global__ void raster_backward_kernel(int N, int D, int width, int height, int 
             s_con[tid][1] = conics[3 * gi + 1];
             s_con[tid][2] = conics[3 * gi + 2];
             s_op[tid] = opacities[gi];
+            if (CD > 0) {
+#pragma unroll
+                for (int d = 0; d < (CD > 0 ? CD : 1); ++d) s_f[tid][d] = features[gi * Dn + d];
+            }
         }
         __syncthreads();
         const int cnt = top - lo;
@@ -192,22 +224,28 @@ __global__ void raster_backward_kernel(int N, int D, int width, int height, int 
                 sigma = splat_sigma(s_con[k], dx, dy);
                 valid = splat_alpha(s_op[k], sigma, &alpha, &raw);
             }
-            if (!__any_sync(0xffffffffu, valid)) continue;           // warp-uniform
+            if (!__any_sync(0xffffffffu, valid)) continue;           // warp-uniform skip
             const int64_t gi = gofs + s_id[k];
-            const float* f = features + gi * D;
-            float w = 0.f, om = 1.f;
-            float v_alpha = 0.f;
+            float f[NC];
+#pragma unroll
+            for (int d = 0; d < NC; ++d)
+                f[d] = CD > 0 ? s_f[k][CD > 0 ? d : 0] : (d < Dn ? features[gi * Dn + d] : 0.f);
+            float w = 0.f, v_alpha = 0.f;
             if (valid) {
-                om = 1.f - alpha;
+                const float om = 1.f - alpha;
                 Tr = Tr / om;
                 w = alpha * Tr;
                 v_alpha = vA * T_final / om;
-                for (int d = 0; d < D; ++d) v_alpha += vC[d] * (f[d] * Tr - S[d] / om);
-                for (int d = 0; d < D; ++d) S[d] += f[d] * w;
+#pragma unroll
+                for (int d = 0; d < NC; ++d) v_alpha += vC[d] * (f[d] * Tr - S[d] / om);
+#pragma unroll
+                for (int d = 0; d < NC; ++d) S[d] += f[d] * w;
             }
-            for (int d = 0; d < D; ++d) {
+#pragma unroll
+            for (int d = 0; d < NC; ++d) {
+                if (d >= Dn) break;
                 const float v = warp_sum(valid ? w * vC[d] : 0.f);
-                if (lane == 0 && v != 0.f) atomicAdd(v_features + gi * D + d, v);
+                if (lane == 0 && v != 0.f) atomicAdd(v_features + gi * Dn + d, v);
             }
             float vm[2] = {0.f, 0.f}, vc[3] = {0.f, 0.f, 0.f}, vo = 0.f;
             if (valid) splat_alpha_backward(s_op[k], s_con[k], dx, dy, sigma, raw, alpha, v_alpha, vm, vc, &vo);
@@ -256,6 +294,31 @@ void tile_ranges(int64_t M, int num_tiles_total, const int64_t* sorted_keys, int
                                                                            tile_offsets);
 }
 
+size_t tile_sort_temp_bytes(int64_t M, int end_bit) {
+    size_t bytes = 0;
+    cub::DeviceRadixSort::SortPairs(nullptr, bytes, (const unsigned long long*)nullptr,
+                                    (unsigned long long*)nullptr, (const int32_t*)nullptr, (int32_t*)nullptr,
+                                    (int)M, 0, end_bit);
+    return bytes;
+}
+
+void tile_sort(void* temp, size_t temp_bytes, int64_t M, int end_bit, const int64_t* keys_in,
+               int64_t* keys_out, const int32_t* values_in, int32_t* values_out, cudaStream_t stream) {
+    if (M == 0) return;
+    // keys are >= 0, so their unsigned order is their order; radix sorts are stable
+    cub::DeviceRadixSort::SortPairs(temp, temp_bytes, reinterpret_cast<const unsigned long long*>(keys_in),
+                                    reinterpret_cast<unsigned long long*>(keys_out), values_in, values_out,
+                                    (int)M, 0, end_bit, stream);
+}
+
+#define AVATAR_RASTER_DISPATCH(KERNEL, ...)                                                          \
+    switch (D) {                                                                                     \
+        case 1: KERNEL<1><<<grid, block, 0, stream>>>(__VA_ARGS__); break;                           \
+        case 3: KERNEL<3><<<grid, block, 0, stream>>>(__VA_ARGS__); break;                           \
+        case 4: KERNEL<4><<<grid, block, 0, stream>>>(__VA_ARGS__); break;                           \
+        default: KERNEL<0><<<grid, block, 0, stream>>>(__VA_ARGS__);                                 \
+    }
+
 void raster_forward(int I, int N, int D, int width, int height, const float* means2d,
                     const float* conics, const float* features, const float* opacities,
                     const int32_t* tile_offsets, const int32_t* tile_ids, float* render, float* alphas,
@@ -263,8 +326,8 @@ void raster_forward(int I, int N, int D, int width, int height, const float* mea
     if (I == 0) return;
     int tiles_x = (width + TILE - 1) / TILE, tiles_y = (height + TILE - 1) / TILE;
     dim3 grid(tiles_x, tiles_y, I), block(TILE, TILE, 1);
-    raster_forward_kernel<<<grid, block, 0, stream>>>(N, D, width, height, tiles_x, means2d, conics, features,
-                                                      opacities, tile_offsets, tile_ids, render, alphas, last);
+    AVATAR_RASTER_DISPATCH(raster_forward_kernel, N, D, width, height, tiles_x, means2d, conics, features,
+                           opacities, tile_offsets, tile_ids, render, alphas, last)
 }
 
 void raster_backward(int I, int N, int D, int width, int height, const float* means2d,
@@ -276,10 +339,12 @@ void raster_backward(int I, int N, int D, int width, int height, const float* me
     if (I == 0) return;
     int tiles_x = (width + TILE - 1) / TILE, tiles_y = (height + TILE - 1) / TILE;
     dim3 grid(tiles_x, tiles_y, I), block(TILE, TILE, 1);
-    raster_backward_kernel<<<grid, block, 0, stream>>>(N, D, width, height, tiles_x, means2d, conics, features,
-                                                       opacities, tile_offsets, tile_ids, alphas, last, v_render,
-                                                       v_alphas, v_means2d, v_conics, v_features, v_opacities);
+    AVATAR_RASTER_DISPATCH(raster_backward_kernel, N, D, width, height, tiles_x, means2d, conics, features,
+                           opacities, tile_offsets, tile_ids, alphas, last, v_render, v_alphas, v_means2d,
+                           v_conics, v_features, v_opacities)
 }
+
+#undef AVATAR_RASTER_DISPATCH
 
 }  // namespace cuda
 }  // namespace avatar

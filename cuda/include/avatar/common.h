@@ -17,7 +17,16 @@ constexpr int TILE = 16;                    // tile edge in pixels
 constexpr float ALPHA_MIN = 1.f / 255.f;     // skip contributions below one 8-bit step
 constexpr float ALPHA_MAX = 0.99f;           // clamp so (1 - alpha) stays invertible in backward
 constexpr float T_MIN = 1e-4f;               // stop before transmittance would drop to <= T_MIN
-constexpr float RADIUS_SIGMAS = 3.f;         // screen-space extent: 3 sigma of the major axis
+
+// Sizes and projection settings of one rasterize call, as the CPU and CUDA entry points take them.
+// B batch, C cameras per batch entry, N Gaussians per batch entry.
+struct Geometry {
+    int B, C, N, width, height;
+    float near_plane, far_plane, eps2d;
+    bool antialiased;
+};
+
+AVATAR_HD int tiles_along(int pixels) { return (pixels + TILE - 1) / TILE; }
 
 // 3x3 matrices are row-major float[9].
 AVATAR_HD void mat3_mul(const float* A, const float* B, float* out) {

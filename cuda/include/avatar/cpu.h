@@ -3,16 +3,14 @@
 #pragma once
 
 #include <cstdint>
+
+#include "avatar/common.h"
 #include <vector>
 
 namespace avatar {
 namespace cpu {
 
-struct Geometry {
-    int B, C, N, width, height;
-    float near_plane, far_plane, eps2d;
-    bool antialiased;
-};
+using ::avatar::Geometry;   // avatar/common.h
 
 void project_forward(const Geometry& g,
                      const float* means,      // [B,N,3]
@@ -24,7 +22,7 @@ void project_forward(const Geometry& g,
                      float* means2d,          // [B,C,N,2]
                      float* conics,           // [B,C,N,3]
                      float* depths,           // [B,C,N]
-                     int32_t* radii,          // [B,C,N]
+                     int32_t* radii,          // [B,C,N,2] per-axis extent, 0 = culled
                      float* opac_out);        // [B,C,N]
 
 void project_backward(const Geometry& g, const float* means, const float* quats, const float* scales,
@@ -37,7 +35,7 @@ void project_backward(const Geometry& g, const float* means, const float* quats,
                       float* v_quats,          // [B,N,4]
                       float* v_scales,         // [B,N,3]
                       float* v_opacities,      // [B,N]
-                      float* v_viewmats);      // [B,C,4,4] (written; bottom row 0)
+                      float* v_viewmats);      // [B,C,4,4] (written; bottom row 0), or null: not wanted
 
 void sh_forward(int B, int C, int N, int K, int degree,
                 const float* coeffs,    // [B,N,K,3]
@@ -50,7 +48,7 @@ void sh_backward(int B, int C, int N, int K, int degree, const float* coeffs, co
                  const float* v_colors,  // [B,C,N,3]
                  float* v_coeffs,        // [B,N,K,3] (written)
                  float* v_means,         // [B,N,3]   (written)
-                 float* v_viewmats);     // [B,C,4,4] (written; bottom row 0)
+                 float* v_viewmats);     // [B,C,4,4] (written; bottom row 0), or null: not wanted
 
 // Tile binning + front-to-back compositing. tile_offsets [I*T+1] and tile_ids (Gaussian index per
 // (image, tile) entry, sorted by (tile, depth, index)) are filled for the backward pass.
@@ -59,7 +57,7 @@ void raster_forward(int I, int N, int D, int width, int height,
                     const float* conics,     // [I,N,3]
                     const float* features,   // [I,N,D]
                     const float* opacities,  // [I,N]
-                    const int32_t* radii,    // [I,N]
+                    const int32_t* radii,    // [I,N,2]
                     const float* depths,     // [I,N]
                     std::vector<int32_t>& tile_offsets, std::vector<int32_t>& tile_ids,
                     float* render,           // [I,H,W,D]

@@ -2,17 +2,17 @@
 // Shapes as in avatar/cpu.h. Every launcher enqueues on `stream` and returns immediately.
 #pragma once
 
-#include <cstdint>
 #include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "avatar/common.h"
 
 namespace avatar {
 namespace cuda {
 
-struct Geometry {
-    int B, C, N, width, height;
-    float near_plane, far_plane, eps2d;
-    bool antialiased;
-};
+using ::avatar::Geometry;   // avatar/common.h
 
 constexpr int MAX_CHANNELS = 32;   // per-pixel feature channels held in registers/local memory
 
@@ -25,7 +25,7 @@ void project_backward(const Geometry& g, const float* means, const float* quats,
                       const float* v_means2d, const float* v_conics, const float* v_depths,
                       const float* v_opac_out, float* v_means, float* v_quats, float* v_scales,
                       float* v_opacities,
-                      float* v_viewmats,       // [B,C,4,4], zero-initialised (atomics)
+                      float* v_viewmats,       // [B,C,4,4], zero-initialised (atomics); null: not wanted
                       cudaStream_t stream);
 
 void sh_forward(int B, int C, int N, int K, int degree, const float* coeffs, const float* means,
@@ -33,10 +33,10 @@ void sh_forward(int B, int C, int N, int K, int degree, const float* coeffs, con
 
 void sh_backward(int B, int C, int N, int K, int degree, const float* coeffs, const float* means,
                  const float* viewmats, const float* v_colors, float* v_coeffs, float* v_means,
-                 float* v_viewmats,            // [B,C,4,4], zero-initialised (atomics)
+                 float* v_viewmats,            // [B,C,4,4], zero-initialised (atomics); null: not wanted
                  cudaStream_t stream);
 
-// Tile binning, step 1: number of tiles touched by each splat. counts [I*N].
+// Tile binning, step 1: number of tiles touched by each splat (radii [I,N,2]). counts [I*N].
 void tile_counts(int I, int N, int width, int height, const float* means2d, const int32_t* radii,
                  int32_t* counts, cudaStream_t stream);
 
@@ -45,6 +45,12 @@ void tile_counts(int I, int N, int width, int height, const float* means2d, cons
 void tile_emit(int I, int N, int width, int height, const float* means2d, const int32_t* radii,
                const float* depths, const int64_t* offsets, int64_t* keys, int32_t* values,
                cudaStream_t stream);
+
+// Step 2b: stable radix sort of the M (key, value) pairs on key bits [0, end_bit) (32 depth bits
+// + the bits of the largest image * T + tile), with tile_sort_temp_bytes(M, end_bit) bytes of scratch.
+size_t tile_sort_temp_bytes(int64_t M, int end_bit);
+void tile_sort(void* temp, size_t temp_bytes, int64_t M, int end_bit, const int64_t* keys_in,
+               int64_t* keys_out, const int32_t* values_in, int32_t* values_out, cudaStream_t stream);
 
 // Step 3 (after sorting keys): tile_offsets [I*T+1], start of each tile's run in the sorted list.
 void tile_ranges(int64_t M, int num_tiles_total, const int64_t* sorted_keys, int32_t* tile_offsets,

@@ -4,7 +4,8 @@
 //   p = R mu + t (camera space, OpenCV axes), Sigma = (Rq S)(Rq S)^T, Sigma_c = R Sigma R^T,
 //   J = [[fx/z, 0, -fx tx/z^2], [0, fy/z, -fy ty/z^2]], (tx, ty) = z * clamp((x, y)/z, fov limits),
 //   Sigma_2d = J Sigma_c J^T + eps2d I, conic = Sigma_2d^-1, mean2d = (fx x/z + cx, fy y/z + cy),
-//   radius = ceil(3 sqrt(lambda_max)); "antialiased": opacity *= sqrt(det(Sigma_2d - eps2d I)/det(Sigma_2d)).
+//   "antialiased": opacity *= sqrt(det(Sigma_2d - eps2d I)/det(Sigma_2d));
+//   per-axis extent r = ceil(sqrt(2 log(255 opacity) diag(Sigma_2d))) (where alpha can reach 1/255).
 // The PyTorch reference avatar/ops/_torch_impl.py implements the same operations in the same order.
 #pragma once
 
@@ -29,7 +30,7 @@ struct Projected {
     float conic[3];     // (A, B, C): sigma = 0.5 (A dx^2 + C dy^2) + B dx dy
     float depth;        // camera z
     float opacity;      // times the antialiasing compensation; 0 when culled
-    int32_t radius;     // 0 = culled
+    int32_t radius[2];  // per-axis pixel extent (x, y); 0 = culled
 };
 
 // Viewmat [4,4] row-major and K [3,3] row-major -> Camera.
@@ -67,10 +68,11 @@ struct ProjectCache {
     bool clamp_x, clamp_y;
     float a0, b0, c0;    // J Sigma_c J^T before the low-pass
     float det_orig, det;
+    float comp;          // antialiasing opacity compensation (1 in classic mode)
     bool ok;             // kept (radius > 0)
 };
 
-AVATAR_HD void project_compute(const float* mean, const float* quat, const float* scale,
+AVATAR_HD void project_compute(const float* mean, const float* quat, const float* scale, float opacity,
                                const Camera& cam, const ProjectSettings& st, ProjectCache& k,
                                Projected& out) {
     for (int i = 0; i < 3; ++i)
@@ -116,15 +118,30 @@ AVATAR_HD void project_compute(const float* mean, const float* quat, const float
     out.mean2d[0] = cam.fx * x / zs + cam.cx;
     out.mean2d[1] = cam.fy * y / zs + cam.cy;
     out.depth = z;
-    float half = 0.5f * (a + c);
-    float v1 = half + sqrtf(fmaxf(half * half - k.det, 0.01f));
-    float radius = ceilf(RADIUS_SIGMAS * sqrtf(v1));
-    ok = ok && radius > 0.f;
+    // antialiasing compensation (1 in classic mode; 0 when det_orig <= 0)
+    float comp = 1.f;
+    if (st.antialiased) {
+        float ratio = k.det_orig / dets;
+        comp = (ok && ratio > 0.f) ? sqrtf(ratio) : 0.f;
+    }
+    k.comp = comp;
+    // Opacity-aware per-axis extent (as gsplat): alpha = o exp(-sigma) >= 1/255 needs
+    // sigma = 0.5 d^T Sigma_2d^-1 d <= L = log(255 o), an ellipse whose bounding box has
+    // half-widths sqrt(2 L Sigma_2d[0,0]) and sqrt(2 L Sigma_2d[1,1]). Every pixel the splat can
+    // touch lies inside, so the tiles it overlaps are exactly the ones that matter; o <= 1/255
+    // can never reach the threshold and is culled.
+    float L = logf(fmaxf(opacity * comp * 255.f, 1e-30f));
+    ok = ok && L > 0.f;
+    float Lp = ok ? L : 0.f;
+    float ext_x = ceilf(sqrtf(2.f * Lp * a)), ext_y = ceilf(sqrtf(2.f * Lp * c));
+    ok = ok && ext_x > 0.f && ext_y > 0.f;
     float mx = out.mean2d[0], my = out.mean2d[1];
-    ok = ok && (mx + radius > 0.f) && (mx - radius < (float)cam.width) && (my + radius > 0.f) &&
-         (my - radius < (float)cam.height);
+    ok = ok && (mx + ext_x > 0.f) && (mx - ext_x < (float)cam.width) && (my + ext_y > 0.f) &&
+         (my - ext_y < (float)cam.height);
     k.ok = ok;
-    out.radius = ok ? (int32_t)radius : 0;
+    out.radius[0] = ok ? (int32_t)ext_x : 0;
+    out.radius[1] = ok ? (int32_t)ext_y : 0;
+    out.opacity = ok ? opacity * comp : 0.f;
     if (ok) {
         out.conic[0] = c / dets; out.conic[1] = -b / dets; out.conic[2] = a / dets;
     } else {
@@ -132,24 +149,10 @@ AVATAR_HD void project_compute(const float* mean, const float* quat, const float
     }
 }
 
-// Opacity after the antialiasing compensation (0 when culled).
-AVATAR_HD float project_opacity(float opacity, const ProjectCache& k, const ProjectSettings& st,
-                                float* comp_out) {
-    float comp = 1.f;
-    if (st.antialiased) {
-        float ratio = k.det_orig / (k.ok ? k.det : 1.f);
-        comp = (k.ok && ratio > 0.f) ? sqrtf(ratio) : 0.f;
-    }
-    *comp_out = comp;
-    return k.ok ? opacity * comp : 0.f;
-}
-
 AVATAR_HD void project_forward(const float* mean, const float* quat, const float* scale, float opacity,
                                const Camera& cam, const ProjectSettings& st, Projected& out) {
     ProjectCache k;
-    project_compute(mean, quat, scale, cam, st, k, out);
-    float comp;
-    out.opacity = project_opacity(opacity, k, st, &comp);
+    project_compute(mean, quat, scale, opacity, cam, st, k, out);
 }
 
 // Backward of project_forward. Accumulates (+=) into v_mean[3], v_quat[4], v_scale[3], v_opacity,
@@ -162,7 +165,7 @@ AVATAR_HD void project_backward(const float* mean, const float* quat, const floa
                                 float* v_t = nullptr) {
     ProjectCache k;
     Projected out;
-    project_compute(mean, quat, scale, cam, st, k, out);
+    project_compute(mean, quat, scale, opacity, cam, st, k, out);
     float x = k.p[0], y = k.p[1], zs = k.zs;
     float v_p[3] = {0.f, 0.f, 0.f};
     // mean2d = (fx x / zs + cx, fy y / zs + cy)
@@ -172,8 +175,7 @@ AVATAR_HD void project_backward(const float* mean, const float* quat, const floa
     v_p[2] += v_depth;
 
     if (k.ok) {
-        float comp;
-        project_opacity(opacity, k, st, &comp);
+        const float comp = k.comp;
         *v_opacity += v_opac_out * comp;
         // G = dL/dSigma_2d (symmetric 2x2: g00, g01 (= g10), g11)
         float a = k.a0 + st.eps2d, c = k.c0 + st.eps2d, b = k.b0;

@@ -6,14 +6,15 @@
 
 namespace avatar {
 
-// Half-open tile ranges [tx0, tx1) x [ty0, ty1) covered by the 3-sigma box of a splat.
-AVATAR_HD void tile_bounds(float mx, float my, int32_t radius, int tiles_x, int tiles_y, int* tx0,
+// Half-open tile ranges [tx0, tx1) x [ty0, ty1) covered by a splat's box of half-widths
+// radius = (rx, ry) pixels (see project.h: the box where its alpha can reach 1/255).
+AVATAR_HD void tile_bounds(float mx, float my, const int32_t* radius, int tiles_x, int tiles_y, int* tx0,
                            int* tx1, int* ty0, int* ty1) {
-    float r = (float)radius;
-    *tx0 = (int)clampf(floorf((mx - r) / (float)TILE), 0.f, (float)tiles_x);
-    *tx1 = (int)clampf(ceilf((mx + r) / (float)TILE), 0.f, (float)tiles_x);
-    *ty0 = (int)clampf(floorf((my - r) / (float)TILE), 0.f, (float)tiles_y);
-    *ty1 = (int)clampf(ceilf((my + r) / (float)TILE), 0.f, (float)tiles_y);
+    const float rx = (float)radius[0], ry = (float)radius[1];
+    *tx0 = (int)clampf(floorf((mx - rx) / (float)TILE), 0.f, (float)tiles_x);
+    *tx1 = (int)clampf(ceilf((mx + rx) / (float)TILE), 0.f, (float)tiles_x);
+    *ty0 = (int)clampf(floorf((my - ry) / (float)TILE), 0.f, (float)tiles_y);
+    *ty1 = (int)clampf(ceilf((my + ry) / (float)TILE), 0.f, (float)tiles_y);
 }
 
 // Mahalanobis half-distance of pixel centre (px, py) from the splat: 0.5 (A dx^2 + C dy^2) + B dx dy.
