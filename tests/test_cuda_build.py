@@ -119,3 +119,45 @@ def test_setup_builds_cpu_extension_when_cuda_compile_fails(tmp_path):
     r = subprocess.run([str(CUDA_PY), "-I", "-c", code, str(out / "lib")], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0 and str(out) in r.stdout, r.stderr[-2000:]
+
+
+GPU_CHECK = ROOT / "scripts" / "gpu-check.sh"
+
+
+def test_gpu_check_plan_lists_every_step():
+    r = subprocess.run([str(GPU_CHECK), "--dry-run"], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PYTHON=sys.executable))
+    assert r.returncode == 0, r.stderr[-2000:]
+    steps = [ln.split()[1] for ln in r.stdout.splitlines() if ln.startswith("step ")]
+    assert steps[:8] == ["env", "deps", "build", "backends", "test_gpu", "test_cpu_twin", "bench_rasterize",
+                         "bench_drive"], steps
+    assert "AVATAR_CUDA_REQUIRED=1" in r.stdout and "-m gpu" in r.stdout
+
+
+def test_gpu_check_merges_gpu_figures_into_results(tmp_path):
+    """Step 5 on a fetched $OUT: GPU cases and cuda_vs_gsplat_time_ratio / gpu_render_fps_512 join
+    the checkout's rasterize.json, whose CPU figures stay."""
+    import json
+    out, results = tmp_path / "out", tmp_path / "results"
+    out.mkdir()
+    results.mkdir()
+    (results / "rasterize.json").write_text(json.dumps(
+        {"cases": [{"backend": "cpu", "n_gaussians": 20000}], "summary": {"cpu_vs_torch_speedup_fwd_bwd": 9.0}}))
+    (out / "rasterize.json").write_text(json.dumps({
+        "device": {"gpu": "H200"}, "cases": [{"backend": "cuda", "n_gaussians": 100000},
+                                             {"backend": "gsplat", "n_gaussians": 100000},
+                                             {"backend": "cpu", "n_gaussians": 20000}],
+        "summary": {"cuda_vs_gsplat_time_ratio": 0.8, "cuda_vs_gsplat_time_ratio_per_case": {"100000@512": 0.8}}}))
+    (out / "drive.json").write_text(json.dumps({"summary": {"gpu_fps_mono_512": 640.0}}))
+    (out / "steps.tsv").write_text("build\t0\t95\tpython setup.py\n")
+    r = subprocess.run([str(GPU_CHECK), "--merge-only"], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PYTHON=sys.executable, OUT=str(out), AVATAR_RESULTS_DIR=str(results)))
+    assert r.returncode == 0, r.stderr[-2000:]
+    merged = json.loads((results / "rasterize.json").read_text())
+    assert merged["summary"]["cpu_vs_torch_speedup_fwd_bwd"] == 9.0 and merged["cases"][0]["backend"] == "cpu"
+    assert merged["summary"]["cuda_vs_gsplat_time_ratio"] == 0.8
+    assert merged["summary"]["gpu_render_fps_512"] == 640.0
+    assert [c["backend"] for c in merged["gpu"]["cases"]] == ["cuda", "gsplat"]
+    assert (out / "benchmarks" / "results" / "rasterize.json").exists()
+    record = json.loads((out / "gpu-check.json").read_text())
+    assert record["ran_on_gpu"] and record["steps"][0]["step"] == "build"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import shutil
 import warnings
 from typing import Dict, Tuple
@@ -60,6 +61,8 @@ def _cuda_status() -> Tuple[bool, str]:
 
 
 def _gsplat_status() -> Tuple[bool, str]:
+    if os.environ.get("AVATAR_NO_GSPLAT") == "1":     # e.g. scripts/gpu-check.sh when its JIT is not ready
+        return False, "disabled by AVATAR_NO_GSPLAT=1"
     if importlib.util.find_spec("gsplat") is None:
         return False, "gsplat is not installed (pip install gsplat)"
     if not torch.cuda.is_available():
