@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import sys
-from typing import Annotated, Any, Dict, Tuple, Union
+from typing import Annotated, Any, Dict, Sequence, Tuple, Union
 
 import tyro
 
@@ -22,13 +22,13 @@ COMMANDS: Dict[str, Spec] = {
     "demo": ("avatar.commands.demo", "Demo"),
     "render": ("avatar.commands.render", "Render"),
     "drive": ("avatar.commands.drive", "Drive"),
-    "serve": ("avatar.runtime.server", "Serve"),
+    "serve": ("avatar.commands.serve", "Serve"),
     "export": ("avatar.commands.export", "Export"),
-    "train": ("avatar.train.trainer", "Train"),
-    "synth": ("avatar.synth.video", "Synth"),
+    "train": ("avatar.commands.train", "Train"),
+    "synth": ("avatar.commands.synth", "Synth"),
     "capture": ("avatar.commands.capture", "Capture"),
     "eval": ("avatar.commands.eval", "Eval"),
-    "prior": {"train": ("avatar.prior.api", "PriorTrain"), "finetune": ("avatar.prior.api", "PriorFinetune")},
+    "prior": {"train": ("avatar.commands.prior", "PriorTrain"), "finetune": ("avatar.commands.prior", "PriorFinetune")},
     "bench": {
         "rasterize": ("avatar.commands.bench.rasterize", "BenchRasterize"),
         "train": ("avatar.commands.bench.train", "BenchTrain"),
@@ -53,11 +53,11 @@ def _doc(cls: type) -> str:
     return (cls.__doc__ or "").strip().split("\n\n")[0]
 
 
-def _union(entries: Dict[str, Spec]) -> Any:
+def _union(entries: Dict[str, Spec], argv: Sequence[str] = ()) -> Any:
     members = []
     for name, spec in entries.items():
         if isinstance(spec, dict):
-            sub = _union(spec)
+            sub = _union(spec, argv[1:] if argv and argv[0] == name else ())
             group = dataclasses.make_dataclass(
                 f"{name.capitalize()}Group",
                 [("command", tyro.conf.OmitSubcommandPrefixes[sub])],
@@ -66,17 +66,45 @@ def _union(entries: Dict[str, Spec]) -> Any:
             members.append(Annotated[group, tyro.conf.subcommand(name, description=GROUP_HELP.get(name, ""))])
         else:
             cls = _load(spec)
-            members.append(Annotated[cls, tyro.conf.subcommand(name, description=_doc(cls))])
+            kw = {}
+            if hasattr(cls, "cli_default") and argv and argv[0] == name:
+                kw["default"] = cls.cli_default(argv[1:])  # e.g. `avatar train`: the preset's config
+            members.append(Annotated[cls, tyro.conf.subcommand(name, description=_doc(cls), **kw)])
     return Union[tuple(members)]  # type: ignore[return-value]
 
 
 def entrypoint(argv: list[str] | None = None) -> None:
     """Parse `avatar <command> ...` and run the command's `main()`."""
-    cmd = tyro.cli(_union(COMMANDS), args=argv if argv is not None else sys.argv[1:],
+    args = list(argv if argv is not None else sys.argv[1:])
+    cmd = tyro.cli(_union(COMMANDS, args), args=args,
                    prog="avatar", description="Gaussian-splatting talking-head avatars.")
-    result = cmd.main()
-    if isinstance(result, int):
-        sys.exit(result)
+    sys.exit(run_command(cmd, args))
+
+
+def run_command(cmd: Any, args: Sequence[str]) -> int:
+    """cmd.main() under the one error convention of avatar.commands (a one-line error, exit 2; Ctrl-C:
+    one line, exit 130)."""
+    from avatar.commands import EXIT_INTERRUPTED, fail, is_user_error
+
+    name = " ".join(a for a in args[:2] if not a.startswith("-") and a in _names()) or "command"
+    try:
+        result = cmd.main()
+    except KeyboardInterrupt:
+        print(f"avatar {name}: interrupted; rerun the same command to resume where it can", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # noqa: BLE001 - user errors become one line; bugs keep their traceback
+        if not is_user_error(e):
+            raise
+        return fail(name, e)
+    return result if isinstance(result, int) else 0
+
+
+def _names() -> set:
+    out = set(COMMANDS)
+    for spec in COMMANDS.values():
+        if isinstance(spec, dict):
+            out |= set(spec)
+    return out
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from avatar.data import load_capture
-from avatar.commands.capture import capture
+from capture.pipeline import capture
 from capture.errors import CaptureError
 from capture.ffmpeg import ffmpeg_exe
 
@@ -117,7 +117,7 @@ def test_4k_input_bounded_memory(may, tmp_path):
        "ultrafast", "-c:a", "copy", p)
     code = (
         "import resource, sys, json\n"
-        "from avatar.commands.capture import capture\n"
+        "from capture.pipeline import capture\n"
         f"capture([{str(p)!r}], {str(tmp_path / 'o')!r}, min_seconds=1.0, size=256, log=lambda m: None)\n"
         "print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -8,7 +8,7 @@ import pytest
 
 from avatar.data import load_capture
 from avatar.data.face_model import CANONICAL
-from avatar.commands.capture import capture
+from capture.pipeline import capture
 from capture.ffmpeg import ffmpeg_exe
 
 W, H, F, FOCAL = 320, 240, 100, 300.0

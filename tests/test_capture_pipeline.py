@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from avatar.data import LABELS, load_capture
-from avatar.commands.capture import capture
+from capture.pipeline import capture
 from capture.errors import CaptureError
 from capture.tracking import rotation_angles_deg
 
@@ -80,7 +80,7 @@ def test_report(may_capture):
 
 
 def test_stages_idempotent_and_resumable(may_capture):
-    from capture.pipeline import STAGES
+    from capture.context import STAGES
 
     video = json.loads((may_capture / "transforms.json").read_text())["avatar"]["capture"]["inputs"][0]
     # a rerun skips every finished stage
@@ -119,7 +119,7 @@ def test_cli_command(media, tmp_path, capsys):
                                   "probe", "--size", "256", "--backend", "known"])
     assert cmd.from_ == "probe" and cmd.config.size == 256 and cmd.config.backend == "known"
     assert cmd.main() == 2
-    assert "audio-only" in capsys.readouterr().out
+    assert "audio-only" in capsys.readouterr().err
     # importing the command modules loads no OpenCV / mediapipe (fast `avatar --help`)
     code = ("import sys, avatar.commands.capture, avatar.commands.bench.capture; "
             "print(any(m in sys.modules for m in ('cv2', 'mediapipe', 'torch')))")

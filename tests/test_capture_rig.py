@@ -10,7 +10,7 @@ import pytest
 from avatar.data import load_capture
 from avatar.data.cameras import c2w_opencv_to_opengl, rigid_inverse
 from avatar.data.face_model import CANONICAL
-from avatar.commands.capture import capture
+from capture.pipeline import capture
 from capture.rig import load_calibration
 
 W, H, T = 160, 120, 80

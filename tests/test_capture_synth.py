@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 
 from avatar.data import LABELS, load_capture
-from avatar.commands.capture import capture
+from capture.pipeline import capture
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def synth_clip(tmp_path_factory):
-    from avatar.synth.video import Synth
+    from avatar.commands.synth import Synth
 
     out = tmp_path_factory.mktemp("synth") / "clip"
     Synth(out=out, seconds=2.4, width=224, height=224, seed=1).run()

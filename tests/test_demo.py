@@ -50,5 +50,5 @@ def test_demo_writes_video_with_sound_preview_and_metrics(tmp_path):
 def test_demo_reports_a_missing_video_clearly(tmp_path):
     r = subprocess.run([sys.executable, "-m", "avatar", "demo", "--out", str(tmp_path), "--video",
                         str(tmp_path / "nope.mp4")], capture_output=True, text=True, cwd=REPO)
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert "nope.mp4" in r.stderr and "no such file" in r.stderr

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from avatar.runtime import camera_path as cp
-from avatar.runtime.stream import (Backdrop, BlinkSchedule, MouthEnvelope, StreamingMelFeatures, StreamingSource,
-                                 StreamResampler, num_frames)
+from avatar.runtime.stream import Backdrop, StreamingSource
+from avatar.runtime.blink import BlinkSchedule
+from avatar.audio.stream import MouthEnvelope, StreamingMelFeatures, StreamResampler
+from avatar.audio.timeline import num_frames
 from avatar.runtime.view import side_by_side, stereo_viewmats
 
 

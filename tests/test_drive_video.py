@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 
 from avatar.commands.drive import Drive
-from avatar.runtime.stream import AvatarSource, BlinkConfig, DriveError, ViewConfig, load_avatar, num_frames
+from avatar.runtime.sources import AvatarSource, load_avatar
+from avatar.runtime.blink import BlinkConfig
+from avatar.audio.timeline import DriveError, num_frames
+from avatar.runtime.view import ViewConfig
 
 
 def tiny_checkpoint(path: Path, seed: int = 0) -> Path:
@@ -140,7 +143,7 @@ def test_drive_checkpoint_along_a_camera_path_over_a_plate(ckpt, tmp_path):
 
 
 def test_streamed_frames_equal_offline_frames(ckpt):
-    from avatar.runtime.stream import BlinkConfig
+    from avatar.runtime.blink import BlinkConfig
 
     av = load_avatar(ckpt)
     rng = np.random.default_rng(1)

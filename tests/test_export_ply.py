@@ -3,8 +3,11 @@ with plyfile: every property, the count and the values."""
 import numpy as np
 import pytest
 
-from avatar.commands.export import SH_C0, Export, GaussianFrames
-from avatar.runtime.stream import DriveError, load_avatar, num_frames
+from avatar.io.ply import SH_C0
+from avatar.commands.export import Export
+from avatar.runtime.sources import GaussianFrames
+from avatar.audio.timeline import DriveError, num_frames
+from avatar.runtime.sources import load_avatar
 
 from test_drive_video import tiny_checkpoint  # noqa: E402  (tests/ is on sys.path under pytest)
 

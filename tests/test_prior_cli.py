@@ -1,12 +1,13 @@
-"""`avatar prior train/finetune` on capture folders and the predict_motion API train/drive call."""
+"""`avatar prior train/finetune` on capture folders and the predict_prior API train/drive call."""
 import numpy as np
 import pytest
 import torch
 import tyro
 
-from avatar.prior.api import (PriorFinetune, PriorTrain, check_prior_for_capture, predict_motion, predict_prior,
-                               style_from_capture)
-from avatar.prior.train_config import PriorTrainConfig
+from avatar.commands.prior import PriorFinetune, PriorTrain
+from avatar.data import load_capture
+from avatar.prior.api import predict_prior, style_from_capture
+from avatar.prior.config import PriorTrainConfig
 from avatar.prior.data import load_clip, synthetic_identity
 from avatar.prior.model import MotionPrior, PriorCheckpointError
 from avatar.prior.config import MotionPriorConfig
@@ -63,29 +64,30 @@ def test_train_on_capture_folders_and_predict_motion(trained):
     assert prior.meta["identities"] == ["person0", "person1", "person2"]
     assert prior.pca.latent_dim < 147                                       # compressed (the codes are rank-1 here)
     wav = synthetic_identity(99, 3.0, FPS)[0]
-    m = predict_motion(out, wav, FPS, 75)
+    m = predict_prior(out, wav, FPS, 75)["motion"]
     assert m.shape == (75, 147) and m.dtype == np.float32 and np.isfinite(m).all()
     ref_feats, ref_motion = style_from_capture(caps[1], seconds=2.0, prior_path=out)
     assert ref_feats.shape == (50, 32) and ref_motion.shape == (50, 147)
-    m_style = predict_motion(out, wav, FPS, 75, style=(ref_feats, ref_motion))
-    m_style_wav = predict_motion(out, wav, FPS, 75, style=(data[1][0][:32000], ref_motion))  # a ref wav works too
+    m_style = predict_prior(out, wav, FPS, 75, style=(ref_feats, ref_motion))["motion"]
+    m_style_wav = predict_prior(out, wav, FPS, 75, style=(data[1][0][:32000], ref_motion))["motion"]  # a ref wav works too
     assert np.allclose(m_style, m_style_wav, atol=1e-5)
     assert np.abs(m_style - m).max() > 1e-4
     full = predict_prior(out, wav, FPS, 75)
     assert full["blink"].shape == (75,) and full["head_pose"].shape == (75, 6)
     with pytest.raises(ValueError, match=r"ref_motion must be \[R, 147\]"):
-        predict_motion(out, wav, FPS, 75, style=(ref_feats, ref_motion[:, :10]))
+        predict_prior(out, wav, FPS, 75, style=(ref_feats, ref_motion[:, :10]))["motion"]
     with pytest.raises(ValueError, match="num_frames"):
-        predict_motion(out, wav, FPS, 0)
+        predict_prior(out, wav, FPS, 0)["motion"]
 
 
 def test_motion_space_mismatch_is_a_clear_error(trained, tmp_path):
     d, caps, data, out = trained
-    check_prior_for_capture(out, caps[0])
+    wav = synthetic_identity(97, 1.0, FPS)[0]
+    predict_prior(out, wav, FPS, 25, motion_space=load_capture(caps[0]).motion_space.to_dict(), source=str(caps[0]))
     other = tmp_path / "other"
     _capture(other, 5, seconds=3.0, scale=5.0)
     with pytest.raises(PriorCheckpointError, match=r"other: motion-space definition differs .*scale"):
-        check_prior_for_capture(out, other)
+        predict_prior(out, wav, FPS, 25, motion_space=load_capture(other).motion_space.to_dict(), source=str(other))
     with pytest.raises(PriorCheckpointError, match="scale"):
         PriorFinetune(prior=out, capture=other, out=tmp_path / "x.pt", steps=2).main()
     with pytest.raises(FileNotFoundError, match="neither a capture folder"):
@@ -100,10 +102,10 @@ def test_finetune_stores_the_persons_style(trained, tmp_path):
     assert ft.meta["finetuned_on"] == ["person2"] and ft.style_ref["motion"].shape == (50, 147)
     assert torch.allclose(ft.style_ref["motion"], torch.from_numpy(data[2][1][:50]))
     wav = synthetic_identity(98, 2.0, FPS)[0]
-    stored = predict_motion(ft_path, wav, FPS, 50)                          # None -> the stored reference
-    explicit = predict_motion(ft_path, wav, FPS, 50, style=(ft.style_ref["audio"], ft.style_ref["motion"]))
+    stored = predict_prior(ft_path, wav, FPS, 50)["motion"]                          # None -> the stored reference
+    explicit = predict_prior(ft_path, wav, FPS, 50, style=(ft.style_ref["audio"], ft.style_ref["motion"]))["motion"]
     assert np.allclose(stored, explicit, atol=1e-6)
-    assert not np.allclose(predict_motion(out, wav, FPS, 50), stored, atol=1e-4)   # weights changed
+    assert not np.allclose(predict_prior(out, wav, FPS, 50)["motion"], stored, atol=1e-4)   # weights changed
     f, p = torch.randn(30, 32), torch.randn(30, 3)                         # the model API defaults the same way
     assert torch.equal(ft.predict(f, p)["motion"], ft.predict(f, p, (ft.style_ref["audio"], ft.style_ref["motion"]))["motion"])
     assert not torch.allclose(ft.predict(f, p)["motion"], ft.predict(f, p, use_stored_style=False)["motion"], atol=1e-5)
@@ -119,7 +121,7 @@ def test_cli_parses():
 
 
 def test_hooks_for_train_and_drive(trained):
-    from avatar.prior.api import motion_fn_for, motion_for_training
+    from avatar.prior.api import motion_for_training
     from avatar.data import load_capture
 
     d, caps, data, out = trained
@@ -131,9 +133,7 @@ def test_hooks_for_train_and_drive(trained):
     wav = ds.audio                                                          # (16-bit PCM as stored)
     ref = np.asarray(ds.tracks["motion"][:50])
     feats = style_from_capture(caps[0], seconds=2.0, prior_path=out)[0]
-    assert np.allclose(pred, predict_motion(out, wav, FPS, ds.num_frames, style=(feats, ref)), atol=1e-5)
-    fn = motion_fn_for(out, wav, FPS, 20)
-    assert fn(3).shape == (147,) and np.array_equal(fn(500), fn(19))
+    assert np.allclose(pred, predict_prior(out, wav, FPS, ds.num_frames, style=(feats, ref))["motion"], atol=1e-5)
     with pytest.raises(ValueError, match="source must be"):
         motion_for_training(out, ds, source="bogus")
 

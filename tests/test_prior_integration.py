@@ -1,17 +1,17 @@
 """Personalisation: `avatar train --prior [--prior-finetune]` and `avatar drive --prior [--style CAPTURE|video]`."""
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 from avatar.commands.drive import Drive
-from avatar.prior.api import PriorTrain
-from avatar.prior.train_config import PriorTrainConfig
-from avatar.runtime.stream import BlinkConfig, DriveError
-from avatar.train.trainer import Train, train
+from avatar.commands.prior import PriorTrain
+from avatar.prior.config import PriorTrainConfig
+from avatar.runtime.blink import BlinkConfig
+from avatar.audio.timeline import DriveError
+from avatar.commands.train import Train
+from avatar.train.trainer import train
 from avatar.prior.model import PriorCheckpointError
 from avatar.prior.config import MotionPriorConfig
 from test_prior_cli import _capture                        # 8x8 capture folders with motion codes + audio
@@ -81,9 +81,9 @@ def test_mismatched_prior_is_a_clear_error(setup, tmp_path, capsys):
     _capture(other, 5, seconds=2.0, scale=5.0)                              # another MotionSpace
     with pytest.raises(PriorCheckpointError, match=r"--prior .*prior\.pt.*other: motion-space .*differs.*scale"):
         train(other, tmp_path / "o", progress=False, overrides=_overrides(prior=str(prior)))
-    assert Train(data=other, out=tmp_path / "o2", prior=prior, no_progress=True).main() == 1
+    assert Train(data=other, out=tmp_path / "o2", prior=prior, no_progress=True).main() == 2
     assert "motion-space definition differs" in capsys.readouterr().err
-    assert Train(data=other, out=tmp_path / "o3", prior_finetune=True).main() == 1
+    assert Train(data=other, out=tmp_path / "o3", prior_finetune=True).main() == 2
     assert "--prior-finetune needs --prior" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="prior_finetune: needs prior"):
         train(other, tmp_path / "o4", progress=False, overrides=_overrides(prior_finetune=True))
@@ -104,7 +104,7 @@ def _read(path):
 
 
 def test_drive_uses_the_recorded_prior_and_a_style_capture(setup, tmp_path, monkeypatch):
-    import avatar.runtime.stream as runtime
+    import avatar.prior.api as prior_api
 
     d, caps, prior, out, ckpt = setup
     dd = torch.load(ckpt, weights_only=True)                               # make the deformation visible
@@ -114,13 +114,13 @@ def test_drive_uses_the_recorded_prior_and_a_style_capture(setup, tmp_path, monk
     torch.save(dd, tmp_path / "m.pt")
     wav = _wav(tmp_path / "a.wav")
     seen = []
-    real = runtime.prior_tracks
+    real = prior_api.predict_prior
 
     def spy(prior_path, *a, **kw):
         res = real(prior_path, *a, **kw)
-        seen.append((str(prior_path), res[0]))
+        seen.append((str(prior_path), res["motion"]))
         return res
-    monkeypatch.setattr(runtime, "prior_tracks", spy)
+    monkeypatch.setattr(prior_api, "predict_prior", spy)
     off = dict(width=32, height=32, blink=BlinkConfig(enabled=False))
     Drive(str(tmp_path / "m.pt"), wav, out=tmp_path / "plain.mp4", **off).run()          # the recorded prior
     Drive(str(tmp_path / "m.pt"), wav, out=tmp_path / "style.mp4", style=caps[1], **off).run()
@@ -137,30 +137,32 @@ def test_drive_uses_the_recorded_prior_and_a_style_capture(setup, tmp_path, monk
         Drive(str(tmp_path / "m.pt"), wav, out=tmp_path / "x.mp4", style=tmp_path / "nope", **off).run()
 
 
-def test_drive_style_video_is_captured_in_a_subprocess(setup, tmp_path, monkeypatch):
+def test_drive_style_video_is_captured_in_process(setup, tmp_path, monkeypatch):
+    import capture.pipeline as pipeline
+    from capture.errors import CaptureError
+
     d, caps, prior, out, ckpt = setup
     video = tmp_path / "ref.mp4"
     video.write_bytes(b"not really a video")
     calls = []
 
-    def fake_run(cmd, check, **kw):
-        calls.append(list(cmd))
-        assert check is True
-        shutil.copytree(caps[1], cmd[-1], copy_function=shutil.copyfile)   # what `avatar capture` would write
-        return subprocess.CompletedProcess(cmd, 0, "", "")
-    monkeypatch.setattr(subprocess, "run", fake_run)
+    def fake_capture(inputs, out, **kw):
+        calls.append(([str(p) for p in inputs], str(out)))
+        shutil.copytree(caps[1], out, copy_function=shutil.copyfile)   # what the capture pipeline would write
+        return {}
+    monkeypatch.setattr(pipeline, "capture", fake_capture)
     drv = Drive(ckpt, video, out=tmp_path / "o" / "out.mp4", style=video)
     cap = drv._style_capture()
     assert cap == tmp_path / "o" / "style_captures" / "ref"
-    assert calls == [[sys.executable, "-m", "avatar", "capture", str(video), "--out", str(cap)]]
+    assert calls == [([str(video)], str(cap))]
     assert drv._style_capture() == cap and len(calls) == 1                 # cached next to the output
 
-    def failing(cmd, check, **kw):
-        raise subprocess.CalledProcessError(2, cmd, output="avatar capture: error: no face found in ref2.mp4")
-    monkeypatch.setattr(subprocess, "run", failing)
+    def failing(inputs, out, **kw):
+        raise CaptureError("no face found in ref2.mp4")
+    monkeypatch.setattr(pipeline, "capture", failing)
     bad = tmp_path / "ref2.mp4"
     bad.write_bytes(b"x")
-    with pytest.raises(DriveError, match=r"(?s)--style .*ref2\.mp4: `avatar capture` failed \(exit code 2\).*no face"):
+    with pytest.raises(DriveError, match=r"(?s)--style .*ref2\.mp4: capturing it into .* failed: no face"):
         Drive(ckpt, bad, out=tmp_path / "o" / "out.mp4", style=bad)._style_capture()
 
 

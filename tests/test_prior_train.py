@@ -5,7 +5,7 @@ import socket
 import pytest
 import torch
 
-from avatar.prior.train_config import PriorTrainConfig
+from avatar.prior.config import PriorTrainConfig
 from avatar.prior.data import PriorClip
 from avatar.prior.trainer import sample_global_batch, train_prior, train_state_path
 from avatar.prior.model import MotionPrior, PriorCheckpointError

@@ -17,7 +17,8 @@ import pytest
 
 pytest.importorskip("websockets")
 
-from avatar.runtime.stream import ProceduralHeadSource, ViewConfig  # noqa: E402
+from avatar.runtime.sources import ProceduralHeadSource
+from avatar.runtime.view import ViewConfig  # noqa: E402
 from avatar.runtime.server import AvatarServer, ServerConfig  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")

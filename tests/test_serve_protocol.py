@@ -14,8 +14,11 @@ import pytest
 websockets = pytest.importorskip("websockets")
 from websockets.asyncio.client import connect  # noqa: E402
 
-from avatar.runtime.stream import Backdrop, MouthEnvelope, StreamingSource, num_frames  # noqa: E402
-from avatar.runtime.server import HEADER, MAGIC, AvatarServer, ServerConfig, stream_audio  # noqa: E402
+from avatar.runtime.stream import Backdrop, StreamingSource
+from avatar.audio.stream import MouthEnvelope
+from avatar.audio.timeline import num_frames  # noqa: E402
+from avatar.runtime.server import HEADER, MAGIC, AvatarServer, ServerConfig
+from avatar.runtime.client import stream_audio  # noqa: E402
 
 
 def flat_factory(stereo: bool):
@@ -300,7 +303,7 @@ def test_serve_command_starts_on_localhost_and_serves_the_page():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen([sys.executable, "-c", "from avatar.runtime.server import Serve; "
+    proc = subprocess.Popen([sys.executable, "-c", "from avatar.commands.serve import Serve; "
                              "Serve('procedural', port=0, width=64, height=64).main()"],
                             cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

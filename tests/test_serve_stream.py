@@ -9,8 +9,12 @@ import pytest
 pytest.importorskip("websockets")
 
 from avatar.runtime.camera_path import Camera  # noqa: E402
-from avatar.runtime.stream import MouthEnvelope, ProceduralHeadSource, ViewConfig, num_frames, procedural_camera  # noqa: E402
-from avatar.runtime.server import AvatarServer, ServerConfig, stream_audio  # noqa: E402
+from avatar.audio.stream import MouthEnvelope
+from avatar.runtime.sources import ProceduralHeadSource
+from avatar.runtime.view import ViewConfig, procedural_camera
+from avatar.audio.timeline import num_frames  # noqa: E402
+from avatar.runtime.server import AvatarServer, ServerConfig
+from avatar.runtime.client import stream_audio  # noqa: E402
 
 SIZE = 96
 

@@ -4,7 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from avatar.synth.video import SpeechStyle, Synth, per_frame_mean, synth_speech
+from avatar.synth.video import SpeechStyle, per_frame_mean, synth_speech
+from avatar.commands.synth import Synth
 
 GT_KEYS = {"fps", "width", "height", "K", "head_pose", "viewmats", "mouth_open", "blink", "landmarks2d",
            "landmarks3d", "audio_rms", "head_to_world", "camera_c2w", "camera_index",
@@ -205,7 +206,7 @@ def test_cli_registration_and_options():
 
     from avatar.cli import COMMANDS
 
-    assert COMMANDS["synth"] == ("avatar.synth.video", "Synth")
+    assert COMMANDS["synth"] == ("avatar.commands.synth", "Synth")
     s = tyro.cli(Synth, args=["--out", "x", "--views", "3", "--identities", "2", "--seconds", "4",
                               "--no-masks"])
     assert (s.views, s.identities, s.seconds, s.masks) == (3, 2, 4.0, False)

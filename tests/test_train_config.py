@@ -52,12 +52,12 @@ def test_overrides_nested_and_dotted_and_phase_lookup():
 def test_train_command_parses_and_reports_errors(tmp_path, capsys):
     import tyro
 
-    from avatar.train.trainer import Train, _parse_set
+    from avatar.commands.train import Train, _parse_set
 
     cmd = tyro.cli(Train, args=[str(tmp_path / "cap"), "--preset", "tiny", "--resume", "--out", str(tmp_path / "o"),
                                 "--set", "loss.mouth_weight=2.5", "phases=[{until: 5}]"])
     assert cmd.resume and cmd.preset == "tiny" and cmd.out == tmp_path / "o"
     assert _parse_set(cmd.set) == {"loss.mouth_weight": 2.5, "phases": [{"until": 5}]}
     bad = Train(tmp_path / "cap", set=("loss.nope=1",), out=tmp_path / "o2")
-    assert bad.main() == 1
+    assert bad.main() == 2
     assert "loss.nope" in capsys.readouterr().err

@@ -7,6 +7,7 @@ from typing import Annotated, Optional, Tuple
 
 import tyro
 
+from avatar.commands import fail
 from capture.config import CaptureConfig
 
 
@@ -34,15 +35,15 @@ class Capture:
     """Pipeline options."""
 
     def main(self) -> int:
+        from capture.context import Context
         from capture.errors import CaptureError
-        from capture.pipeline import Context, run
+        from capture.pipeline import run
 
         ctx = Context(self.inputs, self.out, self.config, rig=self.rig)
         try:
             run(ctx, only=self.only, skip=self.skip, from_=self.from_, overwrite=self.overwrite)
         except CaptureError as e:
-            print(f"avatar capture: error: {e}")
-            return 2
+            return fail("capture", e)
         summary = self.out / "report" / "summary.json"
         if summary.is_file():
             import json
@@ -56,9 +57,3 @@ class Capture:
         return 0
 
 
-def capture(inputs, out, *, rig=None, only=(), skip=(), from_=None, overwrite=False, log=print, **options):
-    """Python API: run the pipeline (raises CaptureError on bad input); returns the stage status dict."""
-    from capture.pipeline import Context, run
-
-    ctx = Context([Path(p) for p in inputs], Path(out), CaptureConfig(**options), rig=rig, log=log)
-    return run(ctx, only=only, skip=skip, from_=from_, overwrite=overwrite)

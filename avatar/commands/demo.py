@@ -5,7 +5,7 @@ With no arguments: synthesise a talking-head capture (`avatar synth`), turn it i
 different audio clip (`avatar drive`): an mp4 with sound, a preview PNG and metrics JSON.
 `--video my.mp4` runs the same path on the user's own video.
 
-This module sits at the CLI layer (DESIGN.md): it is the one app allowed to tie capture and
+This module sits at the CLI layer (docs/architecture.md): it is the one app allowed to tie capture and
 training together. Every step writes into its own sub-folder and is skipped on a rerun when its
 output is complete, so an interrupted demo resumes where it stopped.
 """
@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from pathlib import Path
 from typing import Optional
+
+from avatar.commands import fail
+from avatar.io.atomic import atomic_write_json
 
 
 @dataclasses.dataclass
@@ -41,13 +43,11 @@ class Demo:
     """Redo every step instead of reusing finished ones."""
 
     def main(self) -> int:
-        import sys
 
         try:
             run_demo(self)
         except (ValueError, RuntimeError, FileNotFoundError) as e:
-            print(f"avatar demo: error: {e}", file=sys.stderr)
-            return 1
+            return fail("demo", e)
         return 0
 
 
@@ -58,11 +58,10 @@ def _step(name: str, done: bool) -> bool:
 
 def run_demo(cfg: Demo) -> dict:
     """Run every step (see module docstring); returns the metrics written to metrics.json."""
-    from avatar.commands.capture import capture
-    from avatar.synth.video import Synth
-
     from avatar.commands.drive import Drive
+    from avatar.commands.synth import Synth
     from avatar.train.trainer import train
+    from capture.pipeline import capture
 
     t0 = time.perf_counter()
     out = cfg.out
@@ -136,9 +135,7 @@ def run_demo(cfg: Demo) -> dict:
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "total_s": round(time.perf_counter() - t0, 1),
     }
-    tmp = out / f".metrics.json.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(metrics, indent=2))
-    os.replace(tmp, out / "metrics.json")
+    atomic_write_json(out / "metrics.json", metrics, indent=2)
     print(f"\nDemo done in {metrics['total_s']:.0f} s: {out / 'demo.mp4'} (with sound), "
           f"{out / 'preview.png'}, {out / 'metrics.json'}")
     return metrics

@@ -11,12 +11,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Dict, Iterator, Optional, Tuple
+from typing import Annotated, Optional
 
 import numpy as np
 import tyro
 
-SH_C0 = 0.28209479177387814
+from avatar.commands import fail
+from avatar.io.ply import to_splat
+from avatar.runtime.sources import GaussianFrames
 
 
 @dataclass
@@ -39,20 +41,21 @@ class Export:
     """Frame rate of the frame index (default: the checkpoint's training fps; 25 procedural)."""
     max_frames: Optional[int] = None
     """With --frames: stop after this many frames."""
+    prior: Optional[Path] = None
+    """Motion prior driving the deformed frames (default: the one recorded by `avatar train --prior`,
+    exactly as `avatar drive` plays it)."""
 
     def main(self) -> int:
-        import sys
 
         try:
             written = self.run()
         except ValueError as e:  # DriveError, AudioError, CheckpointError, PlyError, ...
-            print(f"avatar export: error: {e}", file=sys.stderr)
-            return 1
+            return fail("export", e)
         print(f"wrote {len(written)} .ply file(s): {written[0]}" + (f" ... {written[-1]}" if len(written) > 1 else ""))
         return 0
 
     def run(self) -> list:
-        from avatar.runtime.stream import DriveError
+        from avatar.audio.timeline import DriveError
         from avatar.io.ply import write_ply
 
         if self.frames is not None and self.audio is None:
@@ -61,7 +64,7 @@ class Export:
             raise DriveError("give either --frame N (one .ply) or --frames DIR (all frames), not both")
         if self.frame is not None and self.frame < 0:
             raise DriveError(f"--frame must be >= 0, got {self.frame}")
-        gen = GaussianFrames(self.ckpt, self.fps)
+        gen = GaussianFrames(self.ckpt, self.fps, prior=self.prior)
         if self.frame is None and self.frames is None:
             write_ply(self.out, to_splat(gen.canonical()))
             return [self.out]
@@ -84,7 +87,7 @@ class Export:
         return out
 
     def _wav(self) -> np.ndarray:
-        from avatar.runtime.stream import DriveError
+        from avatar.audio.timeline import DriveError
         from avatar.media.audio import load_audio
 
         if self.audio is not None:
@@ -99,81 +102,3 @@ class Export:
         raise DriveError("--frame N needs the audio that drives it: --audio FILE or --data CAPTURE_FOLDER")
 
 
-def to_splat(g: Dict[str, np.ndarray]):
-    """Activated Gaussians (means, quats, scales, opacities, colors RGB) -> avatar.io.ply.SplatData."""
-    from avatar.io.ply import SplatData
-
-    q = np.asarray(g["quats"], np.float32)
-    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-    op = np.clip(np.asarray(g["opacities"], np.float64), 1e-6, 1 - 1e-6)
-    rgb = np.asarray(g["colors"], np.float32)
-    return SplatData(means=np.asarray(g["means"], np.float32), quats=q.astype(np.float32),
-                     log_scales=np.log(np.maximum(np.asarray(g["scales"], np.float64), 1e-12)).astype(np.float32),
-                     opacity_logits=np.log(op / (1 - op)).astype(np.float32),
-                     sh=((rgb - 0.5) / SH_C0).astype(np.float32)[:, None, :])
-
-
-class GaussianFrames:
-    """Posed Gaussians of an avatar per video frame of some audio (numpy dicts)."""
-
-    def __init__(self, ckpt: str, fps: Optional[float] = None):
-        self.procedural = ckpt == "procedural"
-        if self.procedural:
-            self.fps = float(fps or 25.0)
-        else:
-            from avatar.runtime.stream import load_avatar
-
-            self.avatar = load_avatar(Path(ckpt))
-            self.model = self.avatar.model
-            self.fps = float(fps or self.avatar.fps)
-
-    def num_frames(self, wav: np.ndarray) -> int:
-        from avatar.runtime.stream import num_frames
-
-        return num_frames(len(wav), self.fps)
-
-    def canonical(self) -> Dict[str, np.ndarray]:
-        if self.procedural:
-            from avatar.synth.head import procedural_head
-
-            return _np(procedural_head(0.0, 0.0))
-        import torch
-
-        with torch.no_grad():
-            return _np(self.model.deformed(use_deform=False))
-
-    def frames(self, wav: np.ndarray, only: Optional[int] = None) -> Iterator[Tuple[int, Dict[str, np.ndarray]]]:
-        """(t, Gaussians) for every frame of the audio (or just frame `only`)."""
-        from avatar.runtime.stream import BlinkSchedule, MouthEnvelope, num_frames
-
-        n = num_frames(len(wav), self.fps)
-        blinks = BlinkSchedule(self.fps)
-        if self.procedural:
-            from avatar.synth.head import procedural_head
-
-            env = MouthEnvelope(self.fps)
-            rows = env.push(wav) + env.finish()
-            for t in range(n):
-                b = blinks(t)
-                if only is None or t == only:
-                    yield t, _np(procedural_head(float(rows[t][0]), b))
-            return
-        import torch
-
-        from avatar.runtime.stream import audio_feature_config
-        from avatar.audio.features import feature_windows, frame_features
-
-        feats = frame_features(wav, self.fps, n, audio_feature_config(self.model))  # [F, D]
-        wins = feature_windows(feats, self.model.window)  # [F, 2k+1, D]
-        with torch.no_grad():
-            for t in range(n):
-                b = blinks(t)
-                if only is not None and t != only:
-                    continue
-                z = self.model.encode_audio(wins[t])
-                yield t, _np(self.model.deformed(z, None, torch.tensor(float(b))))
-
-
-def _np(g) -> Dict[str, np.ndarray]:
-    keys = ("means", "quats", "scales", "opacities", "colors")
-    return {k: np.asarray(g[k].detach().cpu().numpy() if hasattr(g[k], "detach") else g[k], np.float32) for k in keys}

@@ -1,29 +1,22 @@
-"""`avatar prior train` / `avatar prior finetune`, and the functions train/drive call to use a prior.
+"""The motion prior's one door: load, predict, style, personalise. Train, drive, serve and export
+call only these (the commands `avatar prior train|finetune` live in avatar.commands.prior).
 
-    predict_motion(prior_path, wav, fps, num_frames, style=None) -> np.float32 [F, M]
-    predict_prior(prior_path, wav, fps, num_frames, style=None) -> {"motion" [F, M], "blink" [F], "head_pose" [F, 6]}
+    load_prior(prior_path) -> MotionPrior (cached)
+    predict_prior(prior_path, wav, fps, num_frames, style=None, motion_space=None)
+        -> {"motion" [F, M], "blink" [F], "head_pose" [F, 6]}     (the ONE inference path)
     style_from_capture(capture_dir, seconds=5.0, prior_path=None) -> (ref_audio_feats [R, D], ref_motion [R, M])
-    check_prior_for_capture(prior_path, capture_dir) -> None (PriorCheckpointError on a mismatch)
     motion_for_training(prior_path, ds, source="tracked"|"predicted") -> np.float32 [F_ds, M]   (avatar train --prior)
-    motion_fn_for(prior_path, wav, fps, num_frames, style=None) -> motion_fn(t) -> [M]       (avatar drive --prior)
     finetune_on_capture(prior_path, capture_dir, out=None, steps=300, ...) -> Path           (personalisation)
-
-Data-parallel training: `torchrun --nproc_per_node 2 -m avatar prior train DIR ... --out prior.pt`
-(gloo on CPU, nccl on GPU); without torchrun it trains in one process.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-import tyro
-
-from avatar.prior.train_config import PriorTrainConfig
-from avatar.prior.config import MotionPriorConfig
+from avatar.prior.config import PriorTrainConfig
 
 
 def _audio_cfg(d: Optional[Dict[str, Any]] = None, n_mels: Optional[int] = None):
@@ -38,80 +31,6 @@ def _audio_cfg(d: Optional[Dict[str, Any]] = None, n_mels: Optional[int] = None)
 def _log(msg: str) -> None:
     if os.environ.get("RANK", "0") == "0":   # one voice under torchrun
         print(f"[prior] {msg}", file=sys.stderr, flush=True)
-
-
-@dataclass
-class PriorTrain:
-    """Train the generic motion prior (audio -> motion codes) over many capture folders, one person each."""
-
-    dirs: tyro.conf.Positional[Tuple[Path, ...]] = ()
-    """Capture folders (avatar capture) or synth identity folders (ground_truth.npz + audio.wav)."""
-    out: Path = Path("outputs/prior.pt")
-    """Where the trained prior goes; the resumable state is written next to it (NAME.train.pt)."""
-    train: PriorTrainConfig = field(default_factory=PriorTrainConfig)
-    """Training knobs."""
-    model: MotionPriorConfig = field(default_factory=MotionPriorConfig)
-    """Architecture (audio_dim/code_dim are set from the data)."""
-    n_mels: int = 32
-    """Mel bands of the audio features (avatar.audio.features.AudioFeatureConfig.n_mels)."""
-    synthetic: int = 0
-    """Train on N procedural identities instead of folders (smoke tests and demos)."""
-    resume: bool = True
-    """Continue from NAME.train.pt when it exists (same clips and config)."""
-
-    def main(self) -> int:
-        from avatar.prior.data import SYNTH_MOTION_SPACE, load_clip, synthetic_clip
-        from avatar.prior.trainer import train_prior
-
-        acfg = _audio_cfg(n_mels=self.n_mels)
-        if self.synthetic and self.dirs:
-            raise ValueError("avatar prior train: give capture folders or --synthetic N, not both")
-        if self.synthetic:
-            clips = [synthetic_clip(1000 + i, acfg) for i in range(self.synthetic)]
-            space = SYNTH_MOTION_SPACE
-        else:
-            if not self.dirs:
-                raise ValueError("avatar prior train: give at least one capture folder (or --synthetic N)")
-            clips, space = [], None
-            for d in self.dirs:
-                clip, ms = load_clip(d, acfg)
-                if space is not None and ms != space:
-                    raise ValueError(f"{d}: its motion-space definition differs from {self.dirs[0]}'s; "
-                                     "all folders must be captured with the same MotionSpace")
-                space = ms
-                clips.append(clip)
-        _log(f"{len(clips)} clips, {sum(c.num_frames for c in clips)} frames")
-        train_prior(clips, space, acfg.to_dict(), self.train, self.model, self.out, resume=self.resume, log=_log)
-        _log(f"wrote {self.out}")
-        return 0
-
-
-@dataclass
-class PriorFinetune:
-    """Personalise a motion prior on one person's capture (and store their style reference in it)."""
-
-    prior: tyro.conf.Positional[Path]
-    """The generic prior (avatar prior train)."""
-    capture: tyro.conf.Positional[Path]
-    """The person's capture folder."""
-    out: Optional[Path] = None
-    """Output prior (default: next to PRIOR, NAME_<capture>.pt)."""
-    steps: int = 300
-    """Fine-tuning steps."""
-    lr: float = 2e-4
-    """Learning rate (small: adapt, do not forget)."""
-    batch_size: int = 8
-    """Windows per step."""
-    ref_seconds: float = 5.0
-    """Seconds at the start of the capture stored as the style reference in the output prior."""
-    resume: bool = False
-    """Continue an interrupted fine-tune from OUT's .train.pt."""
-
-    def main(self) -> int:
-        out = finetune_on_capture(self.prior, self.capture, self.out, steps=self.steps, lr=self.lr,
-                                  batch_size=self.batch_size, ref_seconds=self.ref_seconds, resume=self.resume)
-        _log(f"wrote {out}")
-        return 0
 
 
 def finetune_on_capture(prior_path, capture_dir, out=None, *, steps: int = 300, lr: float = 2e-4, batch_size: int = 8,
@@ -186,29 +105,30 @@ def _style_inputs(prior, style, fps: float):
     return ref_audio, ref_motion
 
 
-def predict_prior(prior_path, wav, fps: float, num_frames: int, style=None, use_stored_style: bool = True
-                  ) -> Dict[str, "Any"]:
+def predict_prior(prior_path, wav, fps: float, num_frames: int, style=None, use_stored_style: bool = True,
+                  motion_space: Optional[Dict[str, Any]] = None, source: str = "") -> Dict[str, "Any"]:
     """Audio -> {"motion": np.float32 [F, M] motion codes (the prior's MotionSpace), "blink": [F] in [0, 1],
     "head_pose": [F, 6] rotation vector + translation relative to the mean pose}.
 
     wav: np.float32 [S] 16 kHz mono. style: (ref_audio_feats [R, D] (or a ref wav [S]), ref_motion [R, M])
     of the target person, or None: then the reference stored by `avatar prior finetune` is used when
-    present and use_stored_style, else the prior runs without style."""
+    present and use_stored_style, else the prior runs without style. motion_space: the avatar's or
+    capture's motion-space definition; when given, a prior trained in another space is refused
+    (PriorCheckpointError naming `source`).
+
+    The ONE prior inference path: train (--prior), drive, serve and export all call this."""
     import numpy as np
 
     from avatar.prior.data import audio_clip_features
 
     if num_frames < 1 or fps <= 0:
-        raise ValueError(f"predict_motion: need num_frames >= 1 and fps > 0, got {num_frames}, {fps}")
+        raise ValueError(f"predict_prior: need num_frames >= 1 and fps > 0, got {num_frames}, {fps}")
     prior = load_prior(prior_path)
+    if motion_space:
+        prior.check_motion_space(motion_space, source=source or str(prior_path))
     feats, pitch = audio_clip_features(np.asarray(wav, np.float32), fps, int(num_frames), _audio_cfg(prior.audio_features))
     out = prior.predict(feats, pitch, _style_inputs(prior, style, fps), use_stored_style=use_stored_style)
     return {k: v.cpu().numpy().astype(np.float32) for k, v in out.items()}
-
-
-def predict_motion(prior_path, wav, fps: float, num_frames: int, style=None):
-    """Audio -> motion codes np.float32 [F, M] (see predict_prior)."""
-    return predict_prior(prior_path, wav, fps, num_frames, style)["motion"]
 
 
 def style_from_capture(capture_dir, seconds: float = 5.0, prior_path=None):
@@ -223,31 +143,6 @@ def style_from_capture(capture_dir, seconds: float = 5.0, prior_path=None):
         prior.check_motion_space(ms, str(capture_dir))
     r = max(1, min(clip.num_frames, int(round(seconds * clip.fps))))
     return clip.feats[:r].numpy(), clip.motion[:r].numpy()
-
-
-def check_prior_for_capture(prior_path, capture_dir) -> None:
-    """Raise PriorCheckpointError when the prior's motion space/dimension differs from the capture's."""
-    from avatar.data import load_capture
-    from avatar.prior.model import PriorCheckpointError
-
-    prior = load_prior(prior_path)
-    ds = load_capture(capture_dir)
-    if ds.motion_space is None:
-        raise PriorCheckpointError(f"{capture_dir}: no motion-space definition in transforms.json (re-run tracking)")
-    prior.check_motion_space(ds.motion_space.to_dict(), str(capture_dir))
-    m = ds.tracks["motion"].shape[1]
-    if m != prior.motion_dim:
-        raise PriorCheckpointError(f"{capture_dir}: motion codes have M={m}, the prior predicts M={prior.motion_dim}")
-
-
-def motion_fn_for(prior_path, wav, fps: float, num_frames: int, style=None):
-    """For `avatar drive --prior`: a `motion_fn(t) -> np.float32 [M]` (avatar.runtime.stream.AvatarSource's
-    hook) over the prior's motion codes for the whole audio (frames past the end repeat the last)."""
-    motion = predict_motion(prior_path, wav, fps, num_frames, style)
-
-    def motion_fn(t: int):
-        return motion[min(max(int(t), 0), motion.shape[0] - 1)]
-    return motion_fn
 
 
 def motion_for_training(prior_path, ds, source: str = "tracked", style_seconds: float = 5.0):
@@ -285,4 +180,5 @@ def motion_for_training(prior_path, ds, source: str = "tracked", style_seconds: 
 
     feats, _ = audio_clip_features(np.asarray(ds.audio, np.float32), ds.fps, n_t, _audio_cfg(prior.audio_features))
     style = (feats[times[first[:r]]].numpy(), tracked[first[:r]])
-    return predict_motion(prior_path, ds.audio, ds.fps, n_t, style)[times]
+    return predict_prior(prior_path, ds.audio, ds.fps, n_t, style)["motion"][times]
+

@@ -21,7 +21,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from avatar.prior.train_config import PriorTrainConfig
+from avatar.prior.config import PriorTrainConfig
 from avatar.prior.data import PriorClip
 from avatar.prior.model import MotionPrior, PriorCheckpointError, plain
 from avatar.prior.config import MotionPriorConfig

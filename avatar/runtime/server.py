@@ -40,12 +40,11 @@ import mimetypes
 import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
-import tyro
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 HEADER = struct.Struct("<4sIdfHH")
@@ -73,98 +72,6 @@ class ProtocolError(ValueError):
 
 
 SourceFactory = Callable[[bool], Any]  # stereo -> FrameSource
-
-
-@dataclass
-class Serve:
-    """Live avatar server: streamed audio over a WebSocket in, JPEG frames out, plus a web page."""
-
-    ckpt: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="CKPT")]
-    """Avatar checkpoint (.pt), or "procedural" for the built-in procedural head (no training)."""
-    host: str = "127.0.0.1"
-    """Interface to bind (127.0.0.1 = this machine only; 0.0.0.0 exposes it to the network)."""
-    port: int = 8765
-    """TCP port for the page (http://HOST:PORT/) and the stream (ws://HOST:PORT/ws); 0 = any free port."""
-    width: int = 256
-    """Frame width per eye in pixels."""
-    height: int = 256
-    """Frame height in pixels."""
-    jpeg_quality: int = 85
-    """JPEG quality of streamed frames (1-100)."""
-    max_chunk_s: float = 1.0
-    """Longest audio chunk accepted in one message, in seconds at the declared rate and format."""
-    max_clients: int = 8
-    """Simultaneous streams; more are refused with a 'server_busy' error."""
-    workers: int = 1
-    """Render threads shared by all clients."""
-    files: Optional[Path] = None
-    """Folder whose audio files the page may play by name (GET /files/NAME); none by default."""
-    backend: str = "auto"
-    """Rasterizer backend."""
-    fps: Optional[float] = None
-    """Output frame rate (default: the checkpoint's training fps; 25 for the procedural head)."""
-    data: Optional[Path] = None
-    """Capture folder the avatar was trained on (fps and camera when the checkpoint lacks them)."""
-    threads: Optional[int] = None
-    """torch intra-op threads for rendering (default: torch's choice; 1 helps on a busy CPU)."""
-
-    def main(self) -> int:
-        import logging
-        import sys
-
-        if self.threads is not None:
-            import torch
-
-            torch.set_num_threads(int(self.threads))
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
-        if self.host not in ("127.0.0.1", "localhost", "::1"):
-            print(f"warning: serving on {self.host}: anyone who can reach this machine can use it")
-        try:
-            factory = make_factory(self.ckpt, self.width, self.height, self.backend, self.fps, self.data)
-        except ValueError as e:  # CheckpointError, DatasetError, ...
-            print(f"avatar serve: error: {e}", file=sys.stderr)
-            return 1
-        server = AvatarServer(factory,
-                              ServerConfig(jpeg_quality=self.jpeg_quality, max_chunk_s=self.max_chunk_s,
-                                           max_clients=self.max_clients, workers=self.workers,
-                                           files=self.files))
-
-        async def run():
-            await server.start(self.host, self.port)
-            print(f"avatar serve: open http://{self.host}:{server.port}/  (stream: ws://{self.host}:{server.port}/ws)",
-                  flush=True)
-            await server.wait_closed()
-
-        try:
-            asyncio.run(run())
-        except KeyboardInterrupt:
-            pass
-        except OSError as e:  # port in use, no such interface
-            print(f"avatar serve: error: cannot listen on {self.host}:{self.port}: {e}", file=sys.stderr)
-            return 1
-        return 0
-
-
-def make_factory(ckpt: str, width: int, height: int, backend: str = "auto",
-                 fps: Optional[float] = None, data: Optional[Path] = None) -> SourceFactory:
-    """stereo -> a fresh FrameSource; the model (if any) is loaded once and shared."""
-    from avatar.runtime.stream import ViewConfig
-
-    if ckpt == "procedural":
-        from avatar.runtime.stream import ProceduralHeadSource
-
-        def factory(stereo: bool):
-            return ProceduralHeadSource(ViewConfig(width, height, stereo, backend=backend), fps=fps or 25.0)
-        return factory
-    from avatar.runtime.stream import AvatarSource, apply_capture_defaults, load_avatar
-
-    model = load_avatar(Path(ckpt))
-    if data is not None:
-        apply_capture_defaults(model, data)
-
-    def factory(stereo: bool):
-        return AvatarSource(model, ViewConfig(width, height, stereo, backend=backend), fps=fps, streaming=True)
-    return factory
 
 
 @dataclass
@@ -355,7 +262,7 @@ class _Session:
             raise ProtocolError("bad_message", f"unknown message type {kind!r} (expected 'start', 'stop' or 'ping')")
 
     async def _start(self, obj: Dict[str, Any]) -> None:
-        from avatar.runtime.stream import StreamResampler
+        from avatar.audio.stream import StreamResampler
 
         if self.source is not None:
             raise ProtocolError("already_started", "a stream is already running: send {\"type\": \"stop\"} first")
@@ -499,88 +406,3 @@ class _Session:
             self.last_frame = index
 
 
-# ----------------------------------------------------------------------------- a Python client
-@dataclass
-class StreamResult:
-    """What a client saw for one stream."""
-
-    ready: Dict[str, Any]
-    frames: List[Tuple[int, float, bytes]] = field(default_factory=list)  # (index, timestamp_s, jpeg)
-    recv_s: List[float] = field(default_factory=list)  # client clock when each frame arrived
-    server_ms: List[float] = field(default_factory=list)
-    chunk_sent_s: List[float] = field(default_factory=list)  # client clock when chunk i was sent
-    chunk_end_sample: List[int] = field(default_factory=list)  # input samples sent up to chunk i
-    end: Optional[Dict[str, Any]] = None
-    errors: List[Dict[str, Any]] = field(default_factory=list)
-    skipped: List[int] = field(default_factory=list)
-
-    def latencies_ms(self) -> np.ndarray:
-        """Per frame: arrival time minus the send time of the chunk that completed the audio the
-        frame needs (its interval + look-ahead) — "audio chunk in -> frame out"."""
-        from avatar.runtime.stream import frame_sample
-
-        fps, la = self.ready["fps"], self.ready["lookahead_frames"]
-        ends = np.asarray(self.chunk_end_sample)
-        out = []
-        for (idx, _, _), r in zip(self.frames, self.recv_s):
-            need = frame_sample(idx + 1 + la, fps)  # 16 kHz samples
-            k = int(np.searchsorted(ends, need))  # first chunk with cumulative samples >= need
-            if k >= len(ends):  # completed only by the final flush
-                k = len(ends) - 1
-            out.append((r - self.chunk_sent_s[k]) * 1000.0)
-        return np.asarray(out)
-
-
-async def stream_audio(uri: str, wav: np.ndarray, sr: int, *, chunk_ms: float = 40.0, fmt: str = "pcm16",
-                       stereo: bool = False, realtime: bool = False, live: bool = False,
-                       timeout: float = 120.0) -> StreamResult:
-    """Stream mono audio `wav` [S] at `sr` to an avatar server; collect every frame until "end".
-    realtime=True paces chunks at the speed of the audio (as a microphone would); live=True asks
-    for the server's realtime mode (frames skipped when rendering lags)."""
-    from websockets.asyncio.client import connect
-
-    wav = np.asarray(wav, np.float32)
-    step = max(1, int(sr * chunk_ms / 1000))
-    async with connect(uri, max_size=16 << 20) as ws:
-        await ws.send(json.dumps({"type": "start", "sample_rate": sr, "format": fmt, "stereo": stereo,
-                                  "realtime": live}))
-        first = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-        if first.get("type") != "ready":
-            raise RuntimeError(f"server refused the stream: {first}")
-        res = StreamResult(first)
-
-        async def send():
-            t0 = time.perf_counter()
-            for k, i in enumerate(range(0, len(wav), step)):
-                chunk = wav[i:i + step]
-                if realtime:
-                    await asyncio.sleep(max(0.0, t0 + i / sr - time.perf_counter()))
-                data = (np.clip(chunk, -1, 1) * 32767).astype("<i2").tobytes() if fmt == "pcm16" \
-                    else chunk.astype("<f4").tobytes()
-                res.chunk_sent_s.append(time.perf_counter())
-                res.chunk_end_sample.append(min(len(wav), i + step) * 16000 // sr)
-                await ws.send(data)
-            await ws.send(json.dumps({"type": "stop"}))
-
-        async def recv():
-            while True:
-                msg = await asyncio.wait_for(ws.recv(), timeout)
-                if isinstance(msg, bytes):
-                    magic, idx, ts, ms, _, _ = HEADER.unpack_from(msg)
-                    if magic != MAGIC:
-                        raise RuntimeError(f"bad frame magic {magic!r}")
-                    res.frames.append((idx, ts, msg[HEADER.size:]))
-                    res.recv_s.append(time.perf_counter())
-                    res.server_ms.append(ms)
-                else:
-                    obj = json.loads(msg)
-                    if obj.get("type") == "skipped":
-                        res.skipped.extend(obj["frames"])
-                    elif obj.get("type") == "end":
-                        res.end = obj
-                        return
-                    if obj.get("type") == "error":
-                        res.errors.append(obj)
-                        return
-        await asyncio.gather(send(), recv())
-    return res

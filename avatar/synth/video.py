@@ -46,8 +46,6 @@ ground_truth.npz (F frames, all float32 unless noted; per camera of the folder's
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -57,6 +55,7 @@ import numpy as np
 
 from avatar.audio.timeline import SAMPLE_RATE
 from avatar.data.cameras import look_at
+from avatar.io.atomic import atomic_path, atomic_write_json
 
 BACKGROUND = (0.62, 0.70, 0.76)
 
@@ -276,15 +275,8 @@ def style_arrays(head, speech: SpeechStyle) -> Dict[str, np.ndarray]:
 
 # ---------------------------------------------------------------------------------- the command
 def _save_npz(path: Path, arrays: Dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, **arrays)
 
 
 @dataclasses.dataclass
@@ -448,7 +440,7 @@ class SynthConfig:
                                "fl_x": float(K_rig[c, 0, 0]), "fl_y": float(K_rig[c, 1, 1]),
                                "cx": float(K_rig[c, 0, 2]), "cy": float(K_rig[c, 1, 2]),
                                "w": self.width, "h": self.height})
-            _write_json(out / "cameras" / "transforms.json", {
+            atomic_write_json(out / "cameras" / "transforms.json", {
                 "camera_model": "OPENCV", "frames": frames,
                 "avatar": {"version": 1, "synthetic": True, "world": "rig frame; the head's pose in it "
                            "per frame is ground_truth.npz head_to_world", "fps": self.fps}})
@@ -472,5 +464,5 @@ class SynthConfig:
                 "height": self.height, "seed": self.seed, "backend": backend_used, "gaussians": n_gauss,
                 "render_seconds_per_frame": t_render / max(F * 1, 1),
                 "head_style": dataclasses.asdict(head), "speech_style": dataclasses.asdict(speech)}
-        _write_json(out / "synth.json", info)
+        atomic_write_json(out / "synth.json", info)
         return info

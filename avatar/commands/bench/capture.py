@@ -33,9 +33,8 @@ class BenchCapture:
         import numpy as np
 
         from avatar.data import load_capture
-        from avatar.data.writer import atomic_write_json
-
-        from avatar.commands.capture import capture
+        from avatar.io.atomic import atomic_write_json
+        from capture.pipeline import capture
 
         if not self.video.is_file():
             print(f"bench capture: {self.video} not found")

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from avatar.audio.timeline import SAMPLE_RATE
+from avatar.io.atomic import atomic_write_json
 
 
 @dataclass
@@ -262,7 +263,5 @@ def run_bench(self: BenchDrive) -> Dict[str, Any]:
     }
     out = Path(self.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(res, indent=2) + "\n")
-    os.replace(tmp, out)
+    atomic_write_json(out, res, indent=2)
     return res

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Literal, Tuple
 
 from avatar.audio.timeline import SAMPLE_RATE
+from avatar.io.atomic import atomic_write_json
 from avatar.prior.config import MotionPriorConfig, PriorTrainConfig
 
 
@@ -89,9 +90,7 @@ class BenchPrior:
     def main(self) -> int:
         res = run_bench(self)
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.out.with_name(self.out.name + ".tmp")
-        tmp.write_text(json.dumps(res, indent=2) + "\n")
-        os.replace(tmp, self.out)
+        atomic_write_json(self.out, res, indent=2)
         print(json.dumps(res["summary"], indent=2))
         return 0
 

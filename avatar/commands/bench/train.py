@@ -122,9 +122,9 @@ class BenchTrain:
 
     # ---- parts -----------------------------------------------------------------------------------------
     def _train_pair(self, cap: Path, run_dir: Path, overrides: Dict[str, Any]) -> Dict[str, Any]:
-        from avatar.train.trainer import Trainer
-        from avatar.train.config import load_config
         from avatar.data import load_capture
+        from avatar.train.config import load_config
+        from avatar.train.trainer import Trainer
 
         ds = load_capture(cap)
         res = {}
@@ -237,9 +237,9 @@ class BenchTrain:
     @staticmethod
     def _contact_sheet(trainers: Dict[str, Any], path: Path, n: int = 5) -> None:
         import cv2
+        import torch
 
         from avatar.media.image import save_image
-        import torch
 
         dyn, sta = trainers["dynamic"], trainers["static"]
         d = dyn.data
