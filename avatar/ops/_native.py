@@ -50,7 +50,7 @@ def _prebuilt_is_stale(kind: str, srcs: List[str]) -> bool:
         return False
     other = "cuda.h" if kind == "cpu" else "cpu.h"        # the other build's entry-point header
     headers = [h for h in glob.glob(str(CUDA_DIR / "include" / "avatar" / "*.h"))
-               if os.path.basename(h) != other]
+               if os.path.basename(h) != other] + glob.glob(str(CUDA_DIR / "csrc" / "*.h"))
     newest = max(os.path.getmtime(f) for f in srcs + headers)
     return newest > os.path.getmtime(spec.origin)
 

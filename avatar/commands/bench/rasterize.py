@@ -10,7 +10,15 @@ forward+backward minus ru_maxrss after building the scene and loading the backen
 cannot see torch's allocator). GPU: torch.cuda.max_memory_allocated() delta over that call.
 
 summary.cpu_vs_torch_speedup_fwd_bwd = torch fwd+bwd time / cpu fwd+bwd time at the `summary_n`
-Gaussians and `summary_res` pixels square, measured in this run. summary.cuda_vs_gsplat_time_ratio
+Gaussians and `summary_res` pixels square, measured in this run.
+
+CPU peer comparison (no peer rasterizes on a CPU: gsplat's pure-torch rasterizer calls CUDA; its
+pure-torch projection runs anywhere): the projection stage alone — quaternion/scale -> covariance,
+EWA projection, conic, extents — forward and forward+backward (gradients to means, quats, scales,
+from a fixed random gradient on means2d, conics and depths) on the same scenes, our cpu backend
+against gsplat's `_quat_scale_to_covar_preci` + `_fully_fused_projection` (gsplat.cuda._torch_impl).
+summary.cpu_vs_gsplat_torch_projection_speedup_fwd_bwd = gsplat time / our time at the summary
+case (or the first `projection_cases` entry). summary.cuda_vs_gsplat_time_ratio
 (fwd+bwd, our cuda time / gsplat time, worst over the GPU cases) only when a GPU is present.
 """
 from __future__ import annotations
@@ -39,6 +47,8 @@ class BenchRasterize:
     """(Gaussians, resolution) timed on the torch reference (slow: keep few)."""
     gpu_cases: Tuple[Tuple[int, int], ...] = ((100000, 512), (100000, 1024), (500000, 512), (500000, 1024))
     """(Gaussians, resolution) timed on cuda and gsplat when a GPU is present."""
+    projection_cases: Tuple[Tuple[int, int], ...] = ((20000, 256), (100000, 512))
+    """(Gaussians, resolution) of the CPU projection peer comparison (ours vs gsplat's pure torch)."""
     summary_n: int = 20000
     """Gaussian count of the cpu-vs-torch summary figure."""
     summary_res: int = 256
@@ -72,6 +82,9 @@ class BenchRasterize:
         if av["cpu"][0]:
             plan += [("cpu", n, r) for n, r in self.cpu_cases]
         plan += [("torch", n, r) for n, r in self.torch_cases]
+        has_gsplat = _version("gsplat") is not None
+        for n, r in self.projection_cases:
+            plan += ([("proj:cpu", n, r)] if av["cpu"][0] else []) + ([("proj:gsplat_torch", n, r)] if has_gsplat else [])
         if has_gpu:
             for name in ("cuda", "gsplat"):
                 if av[name][0]:
@@ -100,6 +113,25 @@ class BenchRasterize:
         else:
             summary["cpu_vs_torch_speedup_fwd_bwd"] = None
             summary["cpu_vs_torch_reason"] = f"cpu: {av['cpu'][1]}" if not av["cpu"][0] else "summary case not run"
+        pn, pr = ((self.summary_n, self.summary_res) if (self.summary_n, self.summary_res) in self.projection_cases
+                  else (self.projection_cases[0] if self.projection_cases else (0, 0)))
+        po, pg = find("proj:cpu", pn, pr), find("proj:gsplat_torch", pn, pr)
+        if po and pg:
+            summary["cpu_vs_gsplat_torch_projection_speedup_fwd_bwd"] = round(
+                pg["forward_backward_ms"] / po["forward_backward_ms"], 2)
+            summary["cpu_vs_gsplat_torch_projection_speedup_fwd"] = round(pg["forward_ms"] / po["forward_ms"], 2)
+            summary["cpu_vs_gsplat_torch_projection_case"] = {
+                "n_gaussians": pn, "resolution": pr, "cpu_fwd_bwd_ms": po["forward_backward_ms"],
+                "gsplat_torch_fwd_bwd_ms": pg["forward_backward_ms"],
+                "per_case_speedup_fwd_bwd": {
+                    f"{n}@{r}": round(b["forward_backward_ms"] / a["forward_backward_ms"], 2)
+                    for n, r in self.projection_cases
+                    for a, b in [(find("proj:cpu", n, r), find("proj:gsplat_torch", n, r))] if a and b}}
+        else:
+            summary["cpu_vs_gsplat_torch_projection_speedup_fwd_bwd"] = None
+            summary["cpu_vs_gsplat_torch_projection_reason"] = (
+                "gsplat is not installed" if not has_gsplat else f"cpu: {av['cpu'][1]}" if not av["cpu"][0]
+                else "projection case not run")
         ratios = {}
         for n, res in self.gpu_cases:
             a, b = find("cuda", n, res), find("gsplat", n, res)
@@ -172,12 +204,43 @@ class BenchRasterize:
             check=True, env=env, stdout=subprocess.PIPE, text=True)
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
+    def _projection(self, impl: str, n: int, res: int):
+        """(leaves, fn): fn() projects the scene with `impl` ("cpu": our cpu backend, "gsplat_torch":
+        gsplat's pure-PyTorch projection) -> means2d [C,N,2], conics [C,N,3], depths [C,N]."""
+        import torch
+
+        means, quats, scales, opac, _, vm, Ks = self._scene(n, res, torch.device("cpu"))
+        leaves = [x.clone().requires_grad_(True) for x in (means, quats, scales, opac)]
+        if impl == "cpu":
+            from avatar.ops._ext import Ops
+
+            ops = Ops("cpu")
+
+            def fn():
+                m, q, s, o = leaves
+                means2d, conics, depths, _, _ = ops.project(m[None], q[None], s[None], o[None], vm[None], Ks[None],
+                                                            res, res, 0.01, 1e10, 0.3, False)
+                return means2d[0], conics[0], depths[0]
+        else:
+            from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_covar_preci
+
+            def fn():
+                m, q, s, _ = leaves
+                covars, _ = _quat_scale_to_covar_preci(q, s, compute_covar=True, compute_preci=False, triu=False)
+                _, means2d, depths, conics, _ = _fully_fused_projection(m, covars, vm, Ks, res, res, eps2d=0.3,
+                                                                        near_plane=0.01, far_plane=1e10)
+                return means2d, conics, depths
+        return leaves, fn
+
     def _case(self, name: str, n: int, res: int) -> Dict:
         import resource
 
         import torch
 
         from avatar.ops import rasterize
+
+        if name.startswith("proj:"):
+            return self._projection_case(name, n, res)
 
         dev = torch.device("cuda" if name in ("cuda", "gsplat") else "cpu")
         means, quats, scales, opac, sh, vm, Ks = self._scene(n, res, dev)
@@ -237,6 +300,43 @@ class BenchRasterize:
                 "forward_backward_ms_all": [round(1e3 * x, 2) for x in t_fb],
                 "peak_memory_mb": round(peak, 1),
                 "visible_gaussians": int((meta["radii"] > 0).sum())}
+
+    def _projection_case(self, name: str, n: int, res: int) -> Dict:
+        """Forward and forward+backward time of one projection implementation (CPU)."""
+        import torch
+
+        leaves, fn = self._projection(name.split(":", 1)[1], n, res)
+        g = torch.Generator().manual_seed(2)
+        v = [torch.randn(1, n, k, generator=g) for k in (2, 3)] + [torch.randn(1, n, generator=g)]
+
+        def fwd_bwd():
+            outs = fn()
+            sum((o * w).sum() for o, w in zip(outs, v)).backward()
+            for x in leaves:
+                x.grad = None
+
+        import resource
+
+        maxrss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0   # KiB -> MiB
+        base = maxrss()
+        fwd_bwd()                                            # warm-up (loads the extension), high-water mark
+        peak = maxrss() - base
+        t_f, t_fb = [], []
+        for _ in range(self.repeats):
+            t0 = time.perf_counter()
+            fwd_bwd()
+            t_fb.append(time.perf_counter() - t0)
+            with torch.no_grad():
+                t0 = time.perf_counter()
+                fn()
+                t_f.append(time.perf_counter() - t0)
+        return {"backend": name, "n_gaussians": n, "resolution": res, "repeats": self.repeats,
+                "stage": "projection (covariance + EWA projection + conic + extents)",
+                "forward_ms": round(1e3 * statistics.median(t_f), 2),
+                "forward_backward_ms": round(1e3 * statistics.median(t_fb), 2),
+                "forward_ms_all": [round(1e3 * x, 2) for x in t_f],
+                "forward_backward_ms_all": [round(1e3 * x, 2) for x in t_fb],
+                "peak_memory_mb": round(peak, 1)}
 
     @staticmethod
     def _device() -> Dict:
