@@ -12,7 +12,7 @@ import numpy as np
 
 from avatar.audio.timeline import SAMPLE_RATE
 from avatar.data.schema import NUM_LANDMARKS
-from avatar.io.atomic import atomic_write_json
+from avatar.io.atomic import atomic_path, atomic_write_json
 from capture.context import Context
 
 from .errors import CaptureError
@@ -86,11 +86,8 @@ def _npz(path: Path, stage: str) -> Dict[str, np.ndarray]:
 
 
 def _save_npz(path: Path, **arrays) -> None:
-    import os
-
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)
 
 
 # ------------------------------------------------------------------------------------------ probe

@@ -1,12 +1,11 @@
 """CaptureWriter: the one writer of a capture folder (used by the capture pipeline's write stage).
 
 Images and masks are encoded on a small thread pool (OpenCV releases the GIL) and every file is
-written atomically (tmp + os.replace). transforms.json is written last by `close()`, so a folder
+written atomically (avatar.io.atomic). transforms.json is written last by `close()`, so a folder
 without it is an unfinished capture and `load_capture` refuses it.
 """
 from __future__ import annotations
 
-import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,7 +17,7 @@ from . import schema
 from .cameras import opengl_c2w_from_viewmat, rigid_inverse
 from avatar.media.audio import save_wav
 from avatar.media.timeline import SAMPLE_RATE
-from avatar.io.atomic import atomic_write_bytes, atomic_write_json
+from avatar.io.atomic import atomic_path, atomic_write_bytes, atomic_write_json
 
 
 def _as_uint8(img: np.ndarray) -> np.ndarray:
@@ -165,9 +164,8 @@ class CaptureWriter:
         arrays = {k: np.asarray(v) for k, v in tracks.items()}
         for k in schema.TRACK_SHAPES:
             arrays[k] = arrays[k].astype(np.float32)
-        tmp = self.root / (schema.TRACKS + ".tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, self.root / schema.TRACKS)
+        with atomic_path(self.root / schema.TRACKS, suffix=".npz") as tmp:
+            np.savez(tmp, **arrays)
         self._has_tracks = True
         self._num_track_frames = int(arrays["landmarks2d"].shape[0])
 

@@ -8,13 +8,13 @@ exports them.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
 import numpy as np
+
+from avatar.io.atomic import atomic_path
 
 
 class PlyError(ValueError):
@@ -54,7 +54,7 @@ def _names(K: int):
 
 
 def write_ply(path: Union[str, Path], data: SplatData) -> None:
-    """Write binary little-endian 3DGS .ply atomically (tmp file + os.replace)."""
+    """Write binary little-endian 3DGS .ply atomically (avatar.io.atomic)."""
     from plyfile import PlyData, PlyElement
 
     path = Path(path)
@@ -68,15 +68,8 @@ def write_ply(path: Union[str, Path], data: SplatData) -> None:
     for i, n in enumerate(names):
         rec[n] = cols[:, i]
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            PlyData([PlyElement.describe(rec, "vertex")], text=False).write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        PlyData([PlyElement.describe(rec, "vertex")], text=False).write(f)
 
 
 def read_ply(path: Union[str, Path]) -> SplatData:

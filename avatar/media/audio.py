@@ -6,11 +6,10 @@ load_audio(path, sr=SAMPLE_RATE) -> np.float32 [S]
     AudioError naming the file when it is missing, empty, unreadable, has no audio stream, or
     decodes to no samples. A file that is truncated mid-stream decodes up to the damage and warns.
 save_wav(path, wav [S] float32, sr)
-    16-bit PCM mono wav, values clipped to [-1, 1], written atomically (tmp file + os.replace).
+    16-bit PCM mono wav, values clipped to [-1, 1], written atomically (avatar.io.atomic).
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import warnings
 import wave
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from avatar.io.atomic import atomic_path
 from avatar.media.ffmpeg import MediaError, check_input, ffmpeg_exe
 from avatar.media.timeline import SAMPLE_RATE
 
@@ -66,14 +66,8 @@ def save_wav(path, wav, sr: int = SAMPLE_RATE) -> None:
     pcm = np.round(np.clip(a, -1.0, 1.0) * 32767.0).astype("<i2")
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    try:
-        with wave.open(str(tmp), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(int(sr))
-            w.writeframes(pcm.tobytes())
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(p) as tmp, wave.open(str(tmp), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(int(sr))
+        w.writeframes(pcm.tobytes())

@@ -5,10 +5,11 @@ OpenCV's BGR order stays inside this module.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from avatar.io.atomic import atomic_write_bytes
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
@@ -43,7 +44,5 @@ def save_image(path, img: np.ndarray, png_compression: int = 3, jpeg_quality: in
     if not ok:
         raise ValueError(f"save_image({path}): OpenCV could not encode the image")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(buf.tobytes())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buf.tobytes())
     return path

@@ -15,8 +15,6 @@ own net) and, in front of it, the face/head/torso Gaussians:
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
@@ -28,6 +26,7 @@ from avatar.model.config import ModelConfig, from_dict, to_dict
 from avatar.model.deform import DeformationNet
 from avatar.data.cameras import quat_mul, rotmat_to_quat
 from avatar.data.schema import LABELS
+from avatar.io.atomic import atomic_path
 from avatar.model.gaussians import Gaussians
 from avatar.model.triplane import HashTriplane
 
@@ -240,11 +239,15 @@ class AvatarModel(nn.Module):
                 "modules": modules, "meta": dict(meta or {})}
 
     def save(self, path: Union[str, Path], meta: Optional[Dict[str, Any]] = None, extra: Optional[Dict] = None) -> Path:
-        """Write the checkpoint atomically (tmp file in the same folder, then os.replace)."""
+        """Write the checkpoint atomically (avatar.io.atomic, fsynced)."""
         d = self.checkpoint_dict(meta)
         if extra:
             d.update(extra)
-        return atomic_torch_save(d, path)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path, fsync=True) as tmp:
+            torch.save(d, tmp)
+        return path
 
     @classmethod
     def from_checkpoint_dict(cls, d: Dict[str, Any], where: str = "checkpoint") -> "AvatarModel":
@@ -295,21 +298,3 @@ def _move_region(posed: Dict[str, torch.Tensor], sel: torch.Tensor, T: torch.Ten
     out["quats"] = torch.where(s, quat_mul(q.expand_as(posed["quats"]), posed["quats"]), posed["quats"])
     return out
 
-
-def atomic_torch_save(obj: Any, path: Union[str, Path]) -> Path:
-    """torch.save to a temporary file next to `path`, fsync, then os.replace (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avatar.audio.timeline import SAMPLE_RATE
+from avatar.io.atomic import atomic_path
 from avatar.prior.config import MotionPriorConfig
 from avatar.prior.pca import MotionPCA
 
@@ -386,13 +386,8 @@ class MotionPrior(nn.Module):
         obj = self.checkpoint()
         if extra:
             obj.update(extra)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
+        with atomic_path(path, fsync=True) as tmp:
             torch.save(obj, tmp)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
 
     @classmethod
     def from_checkpoint(cls, ck: Dict[str, Any], source: str = "<checkpoint>") -> "MotionPrior":

@@ -6,13 +6,12 @@ every run is written next to its checkpoints as config.yaml and reloads through 
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Union
 
 from avatar.audio.features import AudioFeatureConfig
+from avatar.io.atomic import atomic_write_text
 from avatar.model.config import ConfigError, ModelConfig, from_dict, to_dict
 from avatar.model.strategy import StrategyConfig
 
@@ -253,9 +252,5 @@ def save_config(cfg: TrainConfig, path: Union[str, Path]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
     return path

@@ -6,10 +6,7 @@ package and its weights are available locally (they are not on the reference mac
 """
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
@@ -17,6 +14,7 @@ import numpy as np
 import torch
 
 from avatar.data.schema import LABELS
+from avatar.io.atomic import atomic_write_json
 
 
 def psnr_from_mse(mse: float) -> float:
@@ -161,9 +159,5 @@ def write_json(obj: Dict, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean = {k: v for k, v in obj.items() if k != "images"}
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(clean, f, indent=2)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600
-    os.replace(tmp, path)
+    atomic_write_json(path, clean, indent=2)
     return path

@@ -223,7 +223,7 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         torch = _import_torch()
-        from avatar.model.avatar import atomic_torch_save
+        from avatar.io.atomic import atomic_path
         from avatar.model.config import to_dict
 
         d = self.model.checkpoint_dict(meta={"step": self.step, **self.prior_meta, **self.render_meta})
@@ -235,7 +235,10 @@ class Trainer:
             "rng": {"torch": torch.get_rng_state(), "generator": self.gen.get_state(),
                     "numpy": _np_state(), "python": _py_state()},
         }
-        path = atomic_torch_save(d, self.ckpt_dir / f"step_{self.step:06d}.pt")
+        path = self.ckpt_dir / f"step_{self.step:06d}.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path, fsync=True) as tmp:
+            torch.save(d, tmp)
         for old in self.checkpoint_paths()[:-max(1, self.cfg.keep_checkpoints)]:
             old.unlink(missing_ok=True)
         return path

@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from avatar.io.atomic import atomic_write_json
+
 
 @dataclass
 class BenchRasterize:
@@ -49,6 +51,8 @@ class BenchRasterize:
     """(Gaussians, resolution) timed on cuda and gsplat when a GPU is present."""
     projection_cases: Tuple[Tuple[int, int], ...] = ((20000, 256), (100000, 512))
     """(Gaussians, resolution) of the CPU projection peer comparison (ours vs gsplat's pure torch)."""
+    projection_repeats: int = 20
+    """Timed runs per projection case (milliseconds each: more runs for a steadier median)."""
     summary_n: int = 20000
     """Gaussian count of the cpu-vs-torch summary figure."""
     summary_res: int = 256
@@ -167,9 +171,7 @@ class BenchRasterize:
             "summary": summary,
         }
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.out.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
-        os.replace(tmp, self.out)
+        atomic_write_json(self.out, doc, indent=2)
         print(json.dumps(summary, indent=2))
         print(f"wrote {self.out}")
         return 0
@@ -194,7 +196,8 @@ class BenchRasterize:
         return t
 
     def _case_subprocess(self, name: str, n: int, res: int) -> Dict:
-        params = {k: v for k, v in asdict(self).items() if k in ("repeats", "torch_repeats", "scale", "sh_degree", "seed")}
+        params = {k: v for k, v in asdict(self).items()
+                  if k in ("repeats", "torch_repeats", "projection_repeats", "scale", "sh_degree", "seed")}
         env = dict(os.environ)
         if self.omp_passive:
             env["OMP_WAIT_POLICY"] = "PASSIVE"
@@ -322,7 +325,7 @@ class BenchRasterize:
         fwd_bwd()                                            # warm-up (loads the extension), high-water mark
         peak = maxrss() - base
         t_f, t_fb = [], []
-        for _ in range(self.repeats):
+        for _ in range(self.projection_repeats):
             t0 = time.perf_counter()
             fwd_bwd()
             t_fb.append(time.perf_counter() - t0)
@@ -330,7 +333,7 @@ class BenchRasterize:
                 t0 = time.perf_counter()
                 fn()
                 t_f.append(time.perf_counter() - t0)
-        return {"backend": name, "n_gaussians": n, "resolution": res, "repeats": self.repeats,
+        return {"backend": name, "n_gaussians": n, "resolution": res, "repeats": self.projection_repeats,
                 "stage": "projection (covariance + EWA projection + conic + extents)",
                 "forward_ms": round(1e3 * statistics.median(t_f), 2),
                 "forward_backward_ms": round(1e3 * statistics.median(t_fb), 2),
