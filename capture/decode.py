@@ -14,8 +14,8 @@ import numpy as np
 from avatar.media.video import rawvideo_frames
 
 from .errors import CaptureError
-from .ffmpeg import ffmpeg_exe
-from .probe import MediaInfo
+from avatar.media.ffmpeg import ffmpeg_exe
+from avatar.media.probe import MediaInfo
 
 
 def work_size(display_size: Tuple[int, int], max_size: int) -> Tuple[int, int]:

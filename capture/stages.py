@@ -163,7 +163,7 @@ def stage_frames(ctx: Context) -> Dict:
 
     from .decode import iter_frames
     from .framestore import FrameStore, choose_format
-    from .probe import MediaInfo
+    from avatar.media.probe import MediaInfo
 
     cfg = ctx.cfg
     out = {}

@@ -10,7 +10,7 @@ import pytest
 from avatar.data import load_capture
 from capture.pipeline import capture
 from capture.errors import CaptureError
-from capture.ffmpeg import ffmpeg_exe
+from avatar.media.ffmpeg import ffmpeg_exe
 
 FAST = dict(work_max_size=256, size=128, log=lambda m: None)
 

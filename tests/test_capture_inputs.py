@@ -6,8 +6,9 @@ import pytest
 
 from capture.decode import iter_frames, work_size
 from capture.errors import CaptureError
-from capture.ffmpeg import ffmpeg_exe
-from capture.probe import parse_ffmpeg_info, probe, require_video
+from avatar.media.ffmpeg import ffmpeg_exe
+from avatar.media.probe import parse_ffmpeg_info
+from capture.probe import probe, require_video
 
 
 def ff(*args):

@@ -9,7 +9,7 @@ import pytest
 from avatar.data import load_capture
 from avatar.data.face_model import CANONICAL
 from capture.pipeline import capture
-from capture.ffmpeg import ffmpeg_exe
+from avatar.media.ffmpeg import ffmpeg_exe
 
 W, H, F, FOCAL = 320, 240, 100, 300.0
 

@@ -29,13 +29,13 @@ def _short_preset(tmp_path: Path) -> Path:
 
 def test_demo_writes_video_with_sound_preview_and_metrics(tmp_path):
     from avatar.commands.demo import Demo, run_demo
-    from avatar.media.ffmpeg import probe
+    from avatar.media.probe import probe
 
     out = tmp_path / "demo"
     metrics = run_demo(Demo(out=out, preset=str(_short_preset(tmp_path)), seconds=4.0, size=96))
 
     info = probe(out / "demo.mp4")
-    assert info.video is not None and info.audio is not None, "demo.mp4 must carry video and sound"
+    assert info.has_video and info.has_audio, "demo.mp4 must carry video and sound"
     assert (out / "preview.png").is_file()
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["drive_frames"] == metrics["drive_frames"] > 0

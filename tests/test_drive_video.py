@@ -55,7 +55,7 @@ def read(path):
 
 def test_drive_procedural_mp4_duration_matches_audio_to_the_frame(media, tmp_path):
     from avatar.media.audio import load_audio
-    from avatar.media.ffmpeg import probe
+    from avatar.media.probe import probe
 
     src_audio = media / "audio" / "vctk_p240_F.mp3"
     out = tmp_path / "talk.mp4"
@@ -65,7 +65,7 @@ def test_drive_procedural_mp4_duration_matches_audio_to_the_frame(media, tmp_pat
     frames = read(out)
     assert frames.shape == (n, 96, 96, 3) and info["frames"] == n
     pr = probe(out)
-    assert pr.video.width == 96 and pr.video.fps == 25 and pr.audio is not None
+    assert pr.width == 96 and pr.fps == 25 and pr.has_audio
     muxed = load_audio(out)
     video_s, audio_s = n / 25.0, len(muxed) / 16000
     assert abs(audio_s - video_s) < 1 / 25, (audio_s, video_s)  # muxed audio fills the video
@@ -254,7 +254,7 @@ def test_drive_with_the_training_capture_clip_pose_plate_and_fps(ckpt, tmp_path)
     from avatar.data import CaptureWriter, MotionSpace
     from avatar.data.face_model import CANONICAL
     from avatar.media.audio import save_wav
-    from avatar.media.ffmpeg import probe
+    from avatar.media.probe import probe
 
     F, H, W = 6, 40, 48
     K = np.array([[60.0, 0, 24.0], [0, 60.0, 20.0], [0, 0, 1]])
@@ -282,7 +282,7 @@ def test_drive_with_the_training_capture_clip_pose_plate_and_fps(ckpt, tmp_path)
           background="plate", blink=BlinkConfig(enabled=False)).run()
     fr = read(out)
     assert fr.shape == (num_frames(8000, 30.0), H, W, 3) == (15, 40, 48, 3)  # the capture's fps and size
-    assert probe(out).video.fps == 30
+    assert probe(out).fps == 30
     assert fr[:, :3, :3, 2].mean() > 180 and fr[:, :3, :3, :2].mean() < 50  # its plate behind the head
     # ping-pong over 6 poses: frames 0..5 slide one way, 5..10 back, frame 10 is at pose 0 again
     def cx(img):

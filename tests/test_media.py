@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from avatar.media.audio import AudioError, load_audio, save_wav
-from avatar.media.ffmpeg import MediaError, ffmpeg_exe, probe
+from avatar.media.ffmpeg import MediaError, ffmpeg_exe
+from avatar.media.probe import probe
 from avatar.media.video import VideoError, VideoWriter, read_frames
 
 # file -> (duration s, per the media README / container), format note
@@ -114,8 +115,8 @@ def test_video_writer_roundtrip_with_audio(tmp_path, media):
         for k, f in enumerate(frames):
             w.write(f if k % 2 else f.astype(np.float32) / 255.0)  # uint8 and float frames
     info = probe(out)
-    assert info.video.codec == "h264" and info.audio.codec == "aac"
-    assert (info.video.width, info.video.height, info.video.fps) == (512, 512, 25.0)
+    assert info.video_codec == "h264" and info.audio_codec == "aac"
+    assert (info.width, info.height, info.fps, info.num_frames) == (512, 512, 25.0, 40)
     back = list(read_frames(out))
     assert len(back) == 40
     psnr = 10 * np.log10(255 ** 2 / np.mean((back[7].astype(float) - frames[7].astype(float)) ** 2))

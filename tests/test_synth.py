@@ -23,7 +23,7 @@ def mono(tmp_path_factory):
 
 def test_mono_outputs_frames_and_durations(mono):
     from avatar.media.audio import load_audio
-    from avatar.media.ffmpeg import probe
+    from avatar.media.probe import probe
     from avatar.media.video import read_frames
 
     out, info = mono
@@ -39,7 +39,7 @@ def test_mono_outputs_frames_and_durations(mono):
     frames = list(read_frames(out / "video.mp4"))
     assert len(frames) == F and frames[0].shape == (192, 192, 3)
     p = probe(out / "video.mp4")
-    assert p.video.codec == "h264" and p.audio is not None and p.duration == pytest.approx(2.4, abs=0.04)
+    assert p.video_codec == "h264" and p.has_audio and p.duration == pytest.approx(2.4, abs=0.04)
     wav = load_audio(out / "audio.wav")
     assert len(wav) == 2.4 * 16000
     assert abs(len(load_audio(out / "video.mp4")) - len(wav)) < 16000 / 25

@@ -4,8 +4,8 @@ ffmpeg_exe() -> str                       path of the binary; MediaError naming 
 run_ffmpeg(args, *, path, error, input=None) -> bytes
                                           runs `ffmpeg -nostdin -hide_banner -v error ARGS`, returns
                                           stdout, raises `error` (naming `path`) with ffmpeg's message
-probe(path) -> Probe                      container duration and streams, parsed from `ffmpeg -i`
-                                          (imageio-ffmpeg ships no ffprobe)
+probe(path) -> Probe                      LEGACY, kept only for avatar/commands/eval.py (_video_fps):
+                                          the media probe is avatar.media.probe (one MediaInfo)
 
 Errors are MediaError (a ValueError); avatar.media.audio.AudioError and
 avatar.media.video.VideoError subclass it.
@@ -76,6 +76,8 @@ def run_ffmpeg(args: Sequence[str], *, path, error: Type[MediaError] = MediaErro
     return res.stdout
 
 
+# ---- legacy probe: its last caller is avatar/commands/eval.py::_video_fps; once that reads
+# avatar.media.probe.probe(path, count_frames=False).fps, delete Stream, Probe and probe below.
 @dataclasses.dataclass
 class Stream:
     """One stream of a media file as `ffmpeg -i` reports it."""

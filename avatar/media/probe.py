@@ -1,8 +1,12 @@
-"""probe: what a media file holds, from `ffmpeg -i` (imageio-ffmpeg ships no ffprobe).
+"""The one media probe: what a media file holds, from `ffmpeg -i` (imageio-ffmpeg ships no ffprobe).
 
-Container, codecs, size, rotation (display matrix side data or the legacy rotate tag), frame rate,
-duration, audio presence; a stream-copy pass counts the frames (no decode) to detect variable
-frame rate. Refuses clearly what cannot work (missing, empty, corrupt, no video stream).
+probe(path, error=MediaError, count_frames=True) -> MediaInfo
+    container, codecs, size, rotation (display matrix side data or the legacy rotate tag), frame rate,
+    duration, audio presence; a stream-copy pass counts the frames (no decode) to detect variable
+    frame rate. Raises `error` naming the file when it is missing, a folder, empty or unreadable.
+parse_ffmpeg_info(text, path, error=MediaError) -> MediaInfo     the parser alone (first input only)
+
+capture.probe adds the capture's own checks (require_video) and CaptureError.
 """
 from __future__ import annotations
 
@@ -10,10 +14,9 @@ import dataclasses
 import re
 import subprocess
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Type
 
-from .errors import CaptureError
-from .ffmpeg import ffmpeg_exe
+from avatar.media.ffmpeg import MediaError, ffmpeg_exe
 
 
 @dataclasses.dataclass
@@ -74,12 +77,14 @@ def _rate(s: str) -> float:
 _CHANNELS = {"mono": 1, "stereo": 2, "2.1": 3, "quad": 4, "5.0": 5, "5.1": 6, "6.1": 7, "7.1": 8}
 
 
-def parse_ffmpeg_info(text: str, path: str) -> MediaInfo:
-    """Parse `ffmpeg -i FILE` stderr (first input only)."""
+def parse_ffmpeg_info(text: str, path: str, error: Type[Exception] = MediaError) -> MediaInfo:
+    """Parse `ffmpeg -i FILE` stderr (first input only); `error` when ffmpeg could not open the file."""
     m = re.search(r"Input #0, ([^ ]+), from", text)
     if not m:
         reason = text.strip().splitlines()[-1] if text.strip() else "no output"
-        raise CaptureError(f"{path}: not a readable media file ({reason})")
+        if "moov atom not found" in text:
+            reason = "truncated? the mp4 index 'moov' is missing: " + reason
+        raise error(f"{path}: not a readable media file ({reason})")
     container = m.group(1).rstrip(",")
     info = MediaInfo(path=path, container=container, duration=0.0)
     m = re.search(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)", text)
@@ -132,29 +137,19 @@ def _count_frames(path: str) -> int:
     return int(frames[-1]) if frames else 0
 
 
-def probe(path) -> MediaInfo:
-    """Probe a media file; raises CaptureError for a missing/empty/corrupt file."""
+def probe(path, error: Type[Exception] = MediaError, count_frames: bool = True) -> MediaInfo:
+    """Probe a media file; raises `error` for a missing/empty/corrupt file. `count_frames=False` skips
+    the stream-copy pass (num_frames stays 0)."""
     p = Path(path)
     if not p.exists():
-        raise CaptureError(f"{p}: file not found")
+        raise error(f"{p}: file not found")
     if p.is_dir():
-        raise CaptureError(f"{p}: is a folder, expected a video file (use --rig for frame folders)")
+        raise error(f"{p}: is a folder, expected a media file")
     if p.stat().st_size == 0:
-        raise CaptureError(f"{p}: file is empty (0 bytes)")
+        raise error(f"{p}: file is empty (0 bytes)")
     r = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(p)], capture_output=True, text=True,
                        errors="replace")
-    info = parse_ffmpeg_info(r.stderr, str(p))
-    if info.has_video:
+    info = parse_ffmpeg_info(r.stderr, str(p), error)
+    if info.has_video and count_frames:
         info.num_frames = _count_frames(str(p))
     return info
-
-
-def require_video(info: MediaInfo) -> None:
-    """Refuse files without a decodable video stream."""
-    if not info.has_video:
-        what = f"an audio-only file ({info.audio_codec})" if info.has_audio else "a file without a video stream"
-        raise CaptureError(f"{info.path}: is {what}; expected a video of a face")
-    if info.width <= 0 or info.height <= 0:
-        raise CaptureError(f"{info.path}: video stream has no size (corrupt?)")
-    if info.num_frames == 0:
-        raise CaptureError(f"{info.path}: video stream has no frames (corrupt or truncated file)")

@@ -26,7 +26,8 @@ import numpy as np
 
 from avatar.media.audio import save_wav
 from avatar.media.timeline import SAMPLE_RATE
-from avatar.media.ffmpeg import MediaError, ffmpeg_exe, probe, run_ffmpeg
+from avatar.media.ffmpeg import MediaError, ffmpeg_exe, run_ffmpeg
+from avatar.media.probe import probe
 
 
 class VideoError(MediaError):
@@ -167,13 +168,12 @@ class VideoWriter:
 
 def read_frames(path) -> Iterator[np.ndarray]:
     """Yield the frames of `path` as [H,W,3] uint8 RGB (stored orientation, no autorotation)."""
-    info = probe(path, VideoError)
-    v = info.video
-    if v is None:
+    info = probe(path, VideoError, count_frames=False)
+    if not info.has_video:
         raise VideoError(f"{info.path}: no video stream in this file")
-    if v.width <= 0 or v.height <= 0:
+    if info.width <= 0 or info.height <= 0:
         raise VideoError(f"{info.path}: could not determine the video frame size")
-    return _frames(info.path, v.width, v.height)
+    return _frames(info.path, info.width, info.height)
 
 
 def rawvideo_frames(cmd: Sequence[str], width: int, height: int, stats: dict) -> Iterator[np.ndarray]:
