@@ -193,17 +193,28 @@ def test_disconnect_mid_stream_and_many_clients_at_once():
 
 
 def test_busy_server_refuses_clearly():
+    """A slot is a stream (a valid 'start'), not a connection: the second 'start' is refused while the
+    first stream runs, and taken once it has ended; too many connections are refused on connect."""
     async def go(server, uri):
         async with connect(uri) as a:
             await a.send(json.dumps({"type": "ping"}))
             assert json.loads(await a.recv()) == {"type": "pong"}
-            async with connect(uri) as b:
-                msg = await expect_error(b, "server_busy")
+            async with connect(uri) as b:  # a has not started: b may stream
+                await b.send(json.dumps({"type": "start", "sample_rate": 16000}))
+                assert json.loads(await b.recv())["type"] == "ready"
+                await a.send(json.dumps({"type": "start", "sample_rate": 16000}))
+                msg = await expect_error(a, "server_busy")
                 assert "max_clients=1" in msg
                 with pytest.raises(websockets.exceptions.ConnectionClosed):
-                    await asyncio.wait_for(b.recv(), 10)
-                assert b.close_code == 1013
-    run_with_server(go, ServerConfig(max_clients=1))
+                    await asyncio.wait_for(a.recv(), 10)
+                assert a.close_code == 1013
+                async with connect(uri) as c, connect(uri) as d:  # max_connections=2: b, c; d refused
+                    assert "max_connections=2" in await expect_error(d, "server_busy")
+                    await b.send(json.dumps({"type": "stop"}))
+                    assert json.loads(await b.recv())["type"] == "end"  # slot freed
+                    await c.send(json.dumps({"type": "start", "sample_rate": 16000}))
+                    assert json.loads(await c.recv())["type"] == "ready"
+    run_with_server(go, ServerConfig(max_clients=1, max_connections=2))
 
 
 def test_frames_follow_the_audio_and_stereo_is_side_by_side():
@@ -249,7 +260,7 @@ def test_http_page_files_and_health(tmp_path):
         assert st == 200
         st, _, body = await loop.run_in_executor(None, get, "/files/a.wav")
         assert st == 200 and body.startswith(b"RIFF")
-        for p in ("/files/../secret.txt", "/files/%2e%2e/secret.txt", "/nope", "/files/"):
+        for p in ("/files/../secret.txt", "/files/%2e%2e/secret.txt", "/nope", "/files/%2e%2e%2fsecret.txt"):
             st, _, _ = await loop.run_in_executor(None, get, p)
             assert st == 404, p
         st, _, body = await loop.run_in_executor(None, get, "/health")

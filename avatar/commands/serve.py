@@ -4,12 +4,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, Tuple
 
 import tyro
 
 from avatar.commands import fail
-from avatar.runtime.server import AvatarServer, ServerConfig, SourceFactory
+from avatar.runtime.server import AvatarServer, ServerConfig, SourceFactory, check_origin
 
 
 @dataclass
@@ -35,7 +35,21 @@ class Serve:
     workers: int = 1
     """Render threads shared by all clients."""
     files: Optional[Path] = None
-    """Folder whose audio files the page may play by name (GET /files/NAME); none by default."""
+    """Folder whose audio and video files the page lists and plays (GET /files/ is the index, GET
+    /files/NAME a file; no dotfiles, no other kinds of file); none by default."""
+    allow_origin: Tuple[str, ...] = ()
+    """Extra origins (http[s]://HOST[:PORT]) whose pages may use the server, e.g. http://mybox.lan:8765
+    when serving on 0.0.0.0. Only the page's own origin on 127.0.0.1/localhost is accepted otherwise."""
+    token: bool = False
+    """Require a random per-run token, printed in the page's URL (?token=...), for /ws and /files."""
+    idle_timeout: float = 30.0
+    """Seconds a connection may send nothing (or read none of its frames) before it is closed; a
+    connection must also send a valid 'start' within --start-timeout seconds of connecting."""
+    start_timeout: float = 5.0
+    """Seconds a new connection has to send its 'start' message."""
+    max_ahead: float = 2.0
+    """Seconds of audio a client may send ahead of real time; beyond that the server reads it only as
+    fast as real time (so one client cannot starve the others)."""
     backend: str = "auto"
     """Rasterizer backend."""
     fps: Optional[float] = None
@@ -48,33 +62,59 @@ class Serve:
     def main(self) -> int:
         import logging
 
+        if not 0 <= self.port <= 65535:
+            return fail("serve", f"--port must be in 0..65535, got {self.port}")
+        for name, value, lo, hi in (("--width", self.width, 8, 4096), ("--height", self.height, 8, 4096),
+                                    ("--jpeg-quality", self.jpeg_quality, 1, 100),
+                                    ("--max-clients", self.max_clients, 1, 1024), ("--workers", self.workers, 1, 256)):
+            if not lo <= value <= hi:
+                return fail("serve", f"{name} must be in {lo}..{hi}, got {value}")
+        for name, value in (("--idle-timeout", self.idle_timeout), ("--start-timeout", self.start_timeout),
+                            ("--max-ahead", self.max_ahead), ("--max-chunk-s", self.max_chunk_s)):
+            if not 0 < value < float("inf"):
+                return fail("serve", f"{name} must be a positive number of seconds, got {value}")
+        if self.files is not None and not self.files.is_dir():
+            return fail("serve", f"--files {self.files}: not a folder")
+        try:
+            origins = tuple(check_origin(o) for o in self.allow_origin)
+        except ValueError as e:
+            return fail("serve", f"--allow-origin: {e}")
         if self.threads is not None:
             import torch
 
             torch.set_num_threads(int(self.threads))
         logging.basicConfig(level=logging.INFO, format="%(message)s")
+        logging.getLogger("websockets").setLevel(logging.WARNING)  # no line per refused request
         if self.host not in ("127.0.0.1", "localhost", "::1"):
-            print(f"warning: serving on {self.host}: anyone who can reach this machine can use it")
+            print(f"warning: serving on {self.host}: anyone who can reach this machine can use it"
+                  + ("" if self.token else " (consider --token)"))
+            if not origins:
+                print("note: pages are accepted only from 127.0.0.1/localhost; to open the page from another "
+                      f"machine add --allow-origin http://THIS-MACHINE:{self.port}")
         try:
             factory = make_factory(self.ckpt, self.width, self.height, self.backend, self.fps, self.data)
         except ValueError as e:  # CheckpointError, DatasetError, ...
             return fail("serve", e)
+        import secrets
+
         server = AvatarServer(factory,
                               ServerConfig(jpeg_quality=self.jpeg_quality, max_chunk_s=self.max_chunk_s,
                                            max_clients=self.max_clients, workers=self.workers,
-                                           files=self.files))
+                                           files=self.files, allow_origins=origins,
+                                           token=secrets.token_urlsafe(16) if self.token else None,
+                                           idle_timeout_s=self.idle_timeout, start_timeout_s=self.start_timeout,
+                                           max_ahead_s=self.max_ahead))
 
         async def run():
             await server.start(self.host, self.port)
-            print(f"avatar serve: open http://{self.host}:{server.port}/  (stream: ws://{self.host}:{server.port}/ws)",
-                  flush=True)
+            print(f"avatar serve: open {server.url(self.host)}  (stream: {server.url(self.host, 'ws')})", flush=True)
             await server.wait_closed()
 
         try:
             asyncio.run(run())
         except KeyboardInterrupt:
             pass
-        except OSError as e:  # port in use, no such interface
+        except (OSError, OverflowError) as e:  # port in use, no such interface
             return fail("serve", f"cannot listen on {self.host}:{self.port}: {e}")
         return 0
 
