@@ -104,7 +104,22 @@ def test_browser_plays_a_file_and_shows_a_face(media, tmp_path):
             async with connect(page["webSocketDebuggerUrl"], max_size=64 << 20) as ws:
                 cdp = CDP(ws)
                 await cdp.call("Page.enable")
-                url = f"http://127.0.0.1:{server.port}/?file=/files/vctk_p240_F.mp3&autostart=1&delay=0.2&realtime=0"
+                # idle: the page explains itself and lists the shared files (media only)
+                await cdp.call("Page.navigate", url=f"http://127.0.0.1:{server.port}/")
+                idle = None
+                for _ in range(100):
+                    await asyncio.sleep(0.1)
+                    try:
+                        idle = json.loads(await cdp.eval(
+                            "JSON.stringify({files: (window.avatarState || {}).files, canvas: "
+                            "document.getElementById('view').hidden, hint: document.getElementById('idle').innerText, "
+                            "buttons: [...document.querySelectorAll('#files button')].map((b) => b.textContent)})"))
+                    except RuntimeError:
+                        continue
+                    if idle["files"] is not None:
+                        break
+                # the documented way to play a shared file: /?play=NAME
+                url = f"http://127.0.0.1:{server.port}/?play=vctk_p240_F.mp3&delay=0.2&realtime=0"
                 await cdp.call("Page.navigate", url=url)
                 state = None
                 for _ in range(600):  # 5 s of audio in real time, plus start-up
@@ -120,7 +135,7 @@ def test_browser_plays_a_file_and_shows_a_face(media, tmp_path):
                 rect = await cdp.eval("(() => { const r = document.getElementById('view')"
                                       ".getBoundingClientRect(); return [r.x, r.y, r.width, r.height]; })()")
                 shot = await cdp.call("Page.captureScreenshot", format="png")
-            return state, rect, base64.b64decode(shot["data"]), server.served
+            return state, rect, base64.b64decode(shot["data"]), server.served, idle
         finally:
             proc.terminate()
             try:
@@ -129,8 +144,15 @@ def test_browser_plays_a_file_and_shows_a_face(media, tmp_path):
                 proc.kill()
             await server.close()
 
-    state, rect, png, served = asyncio.run(asyncio.wait_for(main(), 240))
+    state, rect, png, served, idle = asyncio.run(asyncio.wait_for(main(), 240))
     import cv2
+
+    assert idle["canvas"] is True and "Microphone" in idle["hint"] and "Play a file" in idle["hint"], idle
+    assert "/?play=NAME" in idle["hint"]
+    shared = sorted(p.name for p in (media / "audio").iterdir()
+                    if p.suffix.lower() in (".mp3", ".ogg", ".flac", ".wav") and not p.name.startswith("."))
+    assert sorted(idle["files"]) == shared and "vctk_p240_F.mp3" in shared  # no .txt transcripts
+    assert len(idle["buttons"]) == len(shared)
 
     assert not state["errors"], state["errors"]
     assert state["ended"] and served == 1

@@ -1,11 +1,16 @@
-// avatar live page: captures audio (microphone or a file) with an AudioWorklet, streams it as
-// float32 to ws://<host>/ws (protocol in avatar/runtime/server.py) and draws the JPEG frames that come
-// back on a canvas, in sync with the audio. No external scripts.
+// avatar live page: captures audio (microphone, a local file or a file the server shares) with an
+// AudioWorklet, streams it as float32 to ws://<host>/ws (protocol in avatar/runtime/server.py) and draws
+// the JPEG frames that come back on a canvas, in sync with the audio. No external scripts.
+// URL parameters: token=T (the server's per-run token, passed on to /ws and /files), play=NAME (play
+// the shared file NAME at once), stereo=1, realtime=0 (every frame, none skipped), delay=S (audio
+// delay for lip sync, file mode), autostart=1 [&file=URL] (start the microphone, or the file at URL).
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
   const params = new URLSearchParams(location.search);
   const HEADER = 24;
+  const token = params.get("token") || "";
+  const withToken = (url) => token ? `${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}` : url;
   // exposed for tests and the curious
   const state = window.avatarState = {
     status: "idle", ready: null, frames: 0, drawn: 0, lastIndex: -1, outOfOrder: 0,
@@ -37,12 +42,14 @@
         state.ready = msg;
         const c = $("view");
         c.width = msg.width; c.height = msg.height;
+        c.hidden = false; $("idle").hidden = true;
       } else if (msg.type === "skipped") {  // realtime mode: rendering lagged, these frames won't come
         state.skipped += msg.frames.length;
         state.lastIndex = Math.max(state.lastIndex, ...msg.frames);
       } else if (msg.type === "error") {
         state.errors.push(msg);
         setStatus(`server error (${msg.code}): ${msg.message}`);
+        if (msg.code === "unauthorized") setStatus("this server needs its token: open the exact URL that avatar serve printed (it ends in ?token=…)");
       } else if (msg.type === "end") {
         state.ended = true; state.endInfo = msg;
         setStatus(`done: ${msg.frames} frames for ${msg.duration_s.toFixed(2)} s of audio`);
@@ -83,7 +90,8 @@
     stats();
   }
 
-  async function begin(kind, fileUrl) {
+  async function begin(kind, fileUrl, name) {
+    const label = name || (fileUrl ? decodeURIComponent(fileUrl.split("?")[0].split("/").pop()) : "");
     stop();
     streaming = false;
     if (node) { node.port.onmessage = null; node.disconnect(); node = null; }
@@ -95,9 +103,14 @@
       ctx = new AudioContext();
       await ctx.audioWorklet.addModule("worklet.js");
     }
-    await ctx.resume();
+    await Promise.race([ctx.resume(), new Promise((ok) => setTimeout(ok, 500))]);
+    if (ctx.state !== "running") {  // the browser wants a click before it plays sound
+      setStatus("click anywhere on the page to start");
+      await new Promise((ok) => document.addEventListener("pointerdown", ok, { once: true }));
+      await ctx.resume();
+    }
     if (ws) ws.close();
-    ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
+    ws = new WebSocket(withToken(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`));
     ws.binaryType = "arraybuffer";
     await new Promise((ok, fail) => { ws.onopen = ok; ws.onerror = () => fail(new Error("cannot connect to the server")); });
     ws.onmessage = onMessage;
@@ -123,7 +136,13 @@
     };
     if (kind === "file") {
       setStatus("loading audio…");
-      const data = await (await fetch(fileUrl)).arrayBuffer();
+      const resp = await fetch(fileUrl);
+      if (!resp.ok) {
+        let why = `HTTP ${resp.status}`;
+        try { why = (await resp.json()).message || why; } catch (e) {}
+        throw new Error(`cannot load ${label}: ${why}`);
+      }
+      const data = await resp.arrayBuffer();
       const audio = await ctx.decodeAudioData(data);
       source = ctx.createBufferSource();
       source.buffer = audio;
@@ -136,7 +155,7 @@
       running = true;
       startAt = ctx.currentTime;
       source.start();
-      setStatus(`playing ${fileUrl.split("/").pop()}`);
+      setStatus(`playing ${label}`);
     } else {
       micStream = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true } });
       source = ctx.createMediaStreamSource(micStream);
@@ -153,11 +172,44 @@
   $("stop").onclick = () => stop();
   $("file").onchange = (e) => {
     const f = e.target.files[0];
-    if (f) begin("file", URL.createObjectURL(f)).catch(fail);
+    if (f) begin("file", URL.createObjectURL(f), f.name).catch(fail);
   };
+  const served = (name) => withToken(`/files/${encodeURIComponent(name)}`);
+
+  // the files the server shares (GET /files/ -> {"files": [{name, url, bytes, type}], "folder"})
+  async function listFiles() {
+    const note = $("files-note"), list = $("files");
+    let resp;
+    try { resp = await fetch(withToken("/files/")); } catch (e) { note.textContent = `cannot reach the server: ${e}`; return; }
+    if (resp.status === 401) {
+      note.textContent = "this server needs its token: open the exact URL that avatar serve printed (it ends in ?token=…)";
+      return;
+    }
+    if (!resp.ok) { note.textContent = `cannot list the shared files (HTTP ${resp.status})`; return; }
+    const index = await resp.json();
+    state.files = index.files.map((f) => f.name);
+    if (!index.folder) {
+      note.textContent = "the server shares no folder: start it with  avatar serve CKPT --files DIR  to list the audio and video files of DIR here";
+      return;
+    }
+    if (!index.files.length) { note.textContent = "the shared folder has no audio or video files"; return; }
+    note.textContent = "press one to play it (or open /?play=NAME):";
+    for (const f of index.files) {
+      const li = document.createElement("li"), b = document.createElement("button"), size = document.createElement("span");
+      b.textContent = `▶ ${f.name}`;
+      b.onclick = () => begin("file", withToken(f.url), f.name).catch(fail);
+      size.className = "size";
+      size.textContent = f.bytes >= 1e6 ? `${(f.bytes / 1e6).toFixed(1)} MB` : `${Math.max(1, Math.round(f.bytes / 1e3))} kB`;
+      li.append(b, size);
+      list.append(li);
+    }
+  }
+  state.files = null;
+  listFiles().catch((e) => { $("files-note").textContent = `cannot list the shared files: ${e}`; });
   if (params.get("stereo") === "1") $("stereo").checked = true;
-  if (params.get("autostart") === "1") {
-    if (params.get("file")) begin("file", params.get("file")).catch(fail);
+  if (params.get("play")) begin("file", served(params.get("play")), params.get("play")).catch(fail);
+  else if (params.get("autostart") === "1") {
+    if (params.get("file")) begin("file", withToken(params.get("file"))).catch(fail);
     else begin("mic").catch(fail);
   }
 })();
