@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import re
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Dict, List, Literal, Optional, Tuple
 
 import numpy as np
 import tyro
+
+from avatar.commands import fail
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -71,6 +72,11 @@ class Eval:
     """Rasterizer backend for CKPT rendering (auto, cuda, gsplat, cpu, torch)."""
     device: str = "cpu"
     """Torch device of the model for CKPT rendering."""
+    motion: Literal["tracked", "prior", "none"] = "tracked"
+    """CKPT rendering: motion codes from tracking (teacher forcing: what the avatar reproduces), from the
+    motion prior on the audio (what audio alone gives), or none (the person's mean expression)."""
+    prior: Optional[Path] = None
+    """With --motion prior: the motion prior (default: the one recorded in the checkpoint)."""
 
     def main(self) -> int:
         from avatar.data.schema import DatasetError
@@ -78,8 +84,7 @@ class Eval:
         try:
             res = self.run()
         except (ValueError, DatasetError) as e:  # EvalError, MediaError, CaptureError, SyncNetError, ...
-            print(f"avatar eval: error: {e}", file=sys.stderr)
-            return 2
+            return fail("eval", e)
         rows = res["results"]["methods"]
         keys = ("psnr", "ssim", "lmd", "mouth_open_corr", "mouth_amplitude_ratio", "speech_silence_ratio")
         for n, r in rows.items():
@@ -179,11 +184,18 @@ class Eval:
         loaded = {name: read_renders(path, ds.width, ds.height, idx, ds.num_frames, what=_what(name, path, self))
                   for name, path in methods}
         rendered = None
+        gt, masks = _CaptureFrames(ds, idx), _CaptureMasks(ds, idx)
         if self.ckpt is not None:
-            print(f"[eval] rendering {len(idx)} frames of {self.ckpt} (self-driven)")
-            rendered = render_capture_frames(self.ckpt, ds, idx, backend=self.backend, device=self.device)
-        gt = _CaptureFrames(ds, idx)
-        masks = _CaptureMasks(ds, idx)
+            from avatar.runtime.heldout import render_capture
+            from avatar.runtime.sources import load_avatar
+
+            print(f"[eval] rendering {len(idx)} frames of {self.ckpt} (self-driven, motion: {self.motion})")
+            r = render_capture(load_avatar(self.ckpt, self.device), ds, idx, motion=self.motion, prior=self.prior,
+                               backend=self.backend, log=lambda m: print(f"[eval] {m}"))
+            rendered = (r["pred"], {"fps": r["fps"], "latency_ms": r["latency_ms"]})
+            if loaded:  # other methods' frames are scored in the avatar's training view too
+                loaded = {n: np.stack([r["view"].image(f) for f in frames]) for n, frames in loaded.items()}
+            gt, masks = r["gt"], r["masks"]  # the same view of the real frames
         make_det = self._detector_factory()
         lp = self._lpips()
         sn = self._syncnet()
@@ -348,13 +360,3 @@ def read_renders(path, width: Optional[int], height: Optional[int], idx: Optiona
                         f"(frame i = capture frame i) and the evaluated split {len(idx)}")
     return np.stack(out)
 
-
-def render_capture_frames(ckpt: Path, ds, idx: np.ndarray, *, backend: str = "auto",
-                          device: str = "cpu") -> Tuple[np.ndarray, Dict[str, float]]:
-    """Render capture frames idx self-driven (their own audio, tracked pose, motion codes, blinks)
-    with the avatar in `ckpt`; ds is the CaptureDataset -> (uint8 [T, H, W, 3], {"fps", "latency_ms"})."""
-    # Needs the runtime's self-driven renderer (not there yet): frame t rendered from ds.viewmats[t] /
-    # ds.Ks[t], the audio features of ds.audio around t, ds.tracks["motion"][t] and ["blink"][t], the
-    # head composited over the ground-truth torso and ds.background (the field's protocol).
-    raise EvalError(f"{ckpt}: scoring a checkpoint needs avatar.runtime's self-driven capture renderer, "
-                    f"which does not exist yet; render the held-out frames and pass them with --renders")

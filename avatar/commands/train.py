@@ -29,6 +29,14 @@ def _parse_set(items) -> Dict[str, Any]:
     return out
 
 
+def _mediapipe():
+    """A fresh mediapipe face-mesh detector (capture.landmarks) for the held-out lip metrics: the CLI layer
+    is the one that may hand capture's tools to training."""
+    from capture.landmarks import make_backend
+
+    return make_backend("mediapipe", max_faces=1)
+
+
 @dataclass
 class Train:
     """Train a talking-head avatar from a capture folder (static -> deformation -> joint phases)."""
@@ -87,13 +95,30 @@ class Train:
         out = self.out or Path("outputs") / "train" / Path(self.data).name
         if self.prior_finetune and self.prior is None:
             return fail("train", "--prior-finetune needs --prior PRIOR.pt")
+        from avatar.data import load_capture
+        from avatar.io.outdir import check_dir, claim_dir
+
         try:
-            path = train(self.data, out, config=self.resolved_config(), progress=not self.no_progress,
-                         resume=self.resume)
+            inputs = [self.data, self.prior]
+            check_dir(out, "train", arg="--out", inputs=inputs, adopt=adopt_train)  # before any work
+            config = self.resolved_config()
+            dataset = load_capture(self.data)
+            claim_dir(out, "train", arg="--out", inputs=inputs, adopt=adopt_train).add(*TRAIN_FILES)
+            path = train(self.data, out, config=config, progress=not self.no_progress, resume=self.resume,
+                         dataset=dataset, make_detector=_mediapipe)
         except (TrainingError, ConfigError, ValueError) as e:  # PriorCheckpointError is a ValueError
             return fail("train", e)
         print(f"avatar written to {path}")
         return 0
 
 
+def adopt_train(root: Path):
+    """A training folder written before folders carried a marker (its config.yaml, avatar.pt or checkpoints/):
+    -> what the trainer writes there (avatar.io.outdir adopts it), else None."""
+    if not any((root / n).exists() for n in ("config.yaml", "avatar.pt", "checkpoints")):
+        return None
+    return TRAIN_FILES
 
+
+# what the trainer writes in its folder (avatar.train.trainer); listed in the folder's manifest
+TRAIN_FILES = ["avatar.pt", "config.yaml", "eval.json", "prior_finetuned.pt", "checkpoints/", "previews/", "logs/"]

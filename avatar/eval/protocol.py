@@ -45,7 +45,18 @@ class Reference:
     result: Dict = field(default_factory=dict)
 
 
-def _detect(frames: Sequence, make_detector: Callable) -> np.ndarray:
+NO_DETECTOR = "no landmark detector given (landmark metrics need one, e.g. capture.landmarks' mediapipe)"
+LANDMARK_KEYS = ("lmd", "lmd_iod", "lmd_uncentred", "mouth_open_corr", "mouth_amplitude_ratio", "mouth_open_mae",
+                 "speech_silence_ratio", "envelope_corr", "envelope_lag", "envelope_corr_null", "head_jitter",
+                 "blinks_per_min", "frames_no_face", "lse_c", "lse_d", "lse_offset")
+
+
+def _detect(frames: Sequence, make_detector: Optional[Callable]) -> np.ndarray:
+    """[T, 478, 2] landmarks (NaN rows: no face); all NaN when make_detector is None."""
+    if make_detector is None:
+        from avatar.data.schema import NUM_LANDMARKS
+
+        return np.full((len(frames), NUM_LANDMARKS, 2), np.nan)
     det = make_detector()
     try:
         return L.detect_sequence((frames[i] for i in range(len(frames))), det)
@@ -182,6 +193,10 @@ def score_frames(pred_frames: Sequence, ref: Optional[Reference], make_detector:
         if d["lmd"] is None:
             notes["lmd"] = notes["lmd_iod"] = "no frame with a face in both ground truth and prediction"
     _motion_metrics(lm, opening, fps, audio, voiced, summ, notes)
+    if make_detector is None:
+        for k in LANDMARK_KEYS:
+            summ[k] = None
+            notes[k] = NO_DETECTOR
 
     if syncnet is not None and audio is not None:
         from .syncnet import SyncNetError, face_crops, lse

@@ -60,8 +60,9 @@ class DeformConfig:
     """Hidden width."""
     layers: int = 2
     """Hidden layers."""
-    use_motion: bool = False
-    """Condition on the capture's motion codes (otherwise audio + blink only)."""
+    use_motion: bool = True
+    """Condition on the capture's motion codes (teacher forcing from tracking in training; the motion
+    prior's predictions when driven by audio). False: audio + blink only."""
     use_blink: bool = True
     """Condition on the blink value."""
     max_offset: float = 0.03

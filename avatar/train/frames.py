@@ -38,6 +38,7 @@ class FrameData:
     train_idx: np.ndarray
     test_idx: np.ndarray
     fps: float
+    crop: Optional[tuple] = None  # (x0, y0, side) face window in stored pixels (DataConfig.crop), or None
 
     def image(self, i: int) -> torch.Tensor:  # [h,w,3] float
         return self.images[i].float() / 255.0
@@ -57,6 +58,23 @@ def _lips_outer() -> np.ndarray:
     return LIPS_OUTER
 
 
+def face_window(lm2d: np.ndarray, idx: np.ndarray, crop: float, W: int, H: int) -> tuple:
+    """(x0, y0, side) in stored pixels: a square of side crop x the median landmark extent, centred on the
+    median landmark centre, shifted to lie inside the W x H image (side at most min(W, H))."""
+    pts = np.asarray(lm2d, np.float64)[np.asarray(idx)]  # [T, L, 2]
+    ok = np.isfinite(pts).all((1, 2))
+    if not ok.any():
+        return 0, 0, min(W, H)
+    pts = pts[ok]
+    lo, hi = pts.min(1), pts.max(1)  # [T, 2]
+    centre = np.median((lo + hi) / 2, 0)
+    size = float(np.median((hi - lo).max(1)))
+    side = int(round(min(max(crop * size, 8.0), W, H)))
+    x0 = int(round(np.clip(centre[0] - side / 2, 0, W - side)))
+    y0 = int(round(np.clip(centre[1] - side / 2, 0, H - side)))
+    return x0, y0, side
+
+
 def load_frames(ds, data_cfg: DataConfig, loss_cfg: LossConfig, audio_cfg: AudioFeatureConfig, window: int,
                 use_motion: bool, motion: Optional[np.ndarray] = None) -> FrameData:
     """Resize and cache every frame of `ds` (avatar.data dataset API). motion [F, M]: the motion
@@ -64,13 +82,22 @@ def load_frames(ds, data_cfg: DataConfig, loss_cfg: LossConfig, audio_cfg: Audio
     import cv2
 
     W, H = int(ds.width), int(ds.height)
+    tracks = ds.tracks or {}
+    split = ds.split
+    x0c, y0c, face_box = 0, 0, None
+    if data_cfg.crop > 0 and tracks.get("landmarks2d") is not None:
+        face_box = face_window(tracks["landmarks2d"], np.union1d(split["train"], split["test"]), data_cfg.crop, W, H)
+        x0c, y0c, W = face_box
+        H = W
+
+    def cut(img: np.ndarray) -> np.ndarray:  # [H0, W0, ...] -> the face window [H, W, ...]
+        return img[y0c:y0c + H, x0c:x0c + W]
     s = 1.0
     if data_cfg.max_size and max(W, H) > data_cfg.max_size:
         s = data_cfg.max_size / max(W, H)
     w, h = max(8, int(round(W * s))), max(8, int(round(H * s)))
     sx, sy = w / W, h / H
     F = int(ds.num_frames)
-    split = ds.split
     train_idx = np.asarray(split["train"], np.int64)
     test_idx = np.asarray(split["test"], np.int64)
     if data_cfg.max_frames and len(train_idx) > data_cfg.max_frames:
@@ -79,21 +106,23 @@ def load_frames(ds, data_cfg: DataConfig, loss_cfg: LossConfig, audio_cfg: Audio
     images = torch.zeros(F, h, w, 3, dtype=torch.uint8)
     masks = torch.zeros(F, h, w, dtype=torch.uint8)
     for i in used:
-        img = _resize(np.asarray(ds.image(int(i)), np.float32), w, h)
+        img = _resize(cut(np.asarray(ds.image(int(i)), np.float32)), w, h)
         images[i] = torch.from_numpy(np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8))
-        masks[i] = torch.from_numpy(_resize(np.asarray(ds.mask(int(i)), np.uint8), w, h, nearest=True))
+        masks[i] = torch.from_numpy(_resize(np.ascontiguousarray(cut(np.asarray(ds.mask(int(i)), np.uint8))),
+                                            w, h, nearest=True))
     Ks = torch.as_tensor(np.asarray(ds.Ks, np.float32)).clone()
+    Ks[:, 0, 2] -= x0c  # the crop moves the principal point (pixel centres stay at +0.5)
+    Ks[:, 1, 2] -= y0c
     Ks[:, 0, :] *= sx
     Ks[:, 1, :] *= sy
     viewmats = torch.as_tensor(np.asarray(ds.viewmats, np.float32))
-    tracks = ds.tracks or {}
     lips = torch.zeros(F, h, w, dtype=torch.bool)
     boxes = np.zeros((F, 4), np.int64)
     lm2d = tracks.get("landmarks2d")
     lip_ids = _lips_outer()
     for i in range(F):
         if lm2d is not None:
-            pts = np.asarray(lm2d[i], np.float64)[lip_ids] * np.array([sx, sy])
+            pts = (np.asarray(lm2d[i], np.float64)[lip_ids] - np.array([x0c, y0c])) * np.array([sx, sy])
             x0, y0 = pts.min(0)
             x1, y1 = pts.max(0)
             mw = max(x1 - x0, 1.0)
@@ -130,10 +159,10 @@ def load_frames(ds, data_cfg: DataConfig, loss_cfg: LossConfig, audio_cfg: Audio
         motion = torch.as_tensor(np.asarray(tracks["motion"], np.float32))
     blink = torch.as_tensor(np.asarray(tracks.get("blink", np.zeros(F)), np.float32))
     mouth_open = np.asarray(tracks.get("mouth_open", np.full(F, np.nan)), np.float64)
-    bg = torch.from_numpy(_resize(np.asarray(ds.background, np.float32), w, h).copy())
+    bg = torch.from_numpy(_resize(np.ascontiguousarray(cut(np.asarray(ds.background, np.float32))), w, h).copy())
     if data_cfg.background == "white":
         bg = torch.ones_like(bg)
     elif data_cfg.background == "black":
         bg = torch.zeros_like(bg)
     return FrameData(w, h, images, masks, lips, boxes, viewmats, Ks, windows, motion, blink, mouth_open, bg,
-                     train_idx, test_idx, float(ds.fps))
+                     train_idx, test_idx, float(ds.fps), crop=face_box)

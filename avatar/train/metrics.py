@@ -1,8 +1,9 @@
-"""Held-out evaluation of a trained avatar: PSNR, SSIM (whole frame and face region), mouth-region error.
+"""The trainer's image terms and its held-out evaluation.
 
-Face region = pixels labelled face skin or mouth interior (mask labels 2, 3); mouth region = the box around
-the outer-lip landmarks (+25 % of the mouth width each side). LPIPS is reported only when the `lpips`
-package and its weights are available locally (they are not on the reference machine): "lpips": null.
+* psnr_from_mse / ssim / ssim_map: differentiable torch terms of the training loss and its logged PSNR.
+* render_heldout / evaluate: render the held-out frames and score them with avatar.eval, the one metrics
+  module (the same protocol as `avatar eval`); mouth_psnr adds the mouth box (outer-lip landmarks + 25 %
+  of the mouth width each side) for `avatar bench train`'s static-vs-deformation gain.
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 import torch
 
-from avatar.data.schema import LABELS
 from avatar.io.atomic import atomic_write_json
 
 
@@ -67,84 +67,64 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return ssim_map(a, b).mean()
 
 
-def _pearson(x: np.ndarray, y: np.ndarray) -> Optional[float]:
-    ok = np.isfinite(x) & np.isfinite(y)
-    if ok.sum() < 3 or np.std(x[ok]) < 1e-12 or np.std(y[ok]) < 1e-12:
-        return None
-    return float(np.corrcoef(x[ok], y[ok])[0, 1])
+def render_heldout(model, data, indices: Sequence[int], use_deform: bool = True, backend: str = "auto"):
+    """Render frames `indices` of `data` (FrameData) self-driven with their tracked motion codes, audio and
+    blinks -> (pred uint8 [T,h,w,3], gt uint8 [T,h,w,3], masks uint8 [T,h,w], seconds spent rendering)."""
+    import time
 
-
-@torch.no_grad()
-def evaluate(model, data, indices: Optional[Sequence[int]] = None, use_deform: bool = True,
-             backend: str = "auto", keep_images: int = 0) -> Dict:
-    """Metrics of `model` (AvatarModel) on frames `indices` (default: held-out split) of `data` (FrameData).
-
-    Returns {"num_frames", "psnr", "ssim", "psnr_face", "ssim_face", "mouth_psnr", "mouth_l1", "lpips",
-    "mouth_coverage" [per frame visible inside-mouth pixels/mouth-box area], "mouth_corr" (vs tracks'
-    mouth_open, null if absent), "frames" (indices), "images" (first keep_images (pred, gt) pairs)}.
-    """
     was_training = model.training
     model.eval()
-    idx = list(data.test_idx if indices is None else indices)
     dev = model.gaussians.means.device
-    sums = {"mse": 0.0, "ssim": 0.0, "mse_face": 0.0, "n_face": 0.0, "ssim_face": 0.0, "mouth_mse": 0.0,
-            "mouth_l1": 0.0, "mouth_n": 0.0}
-    coverage, images, per_psnr = [], [], []
-    for i in idx:
-        motion = data.motion[i].to(dev) if data.motion is not None else None
+    pred = []
+    t0 = time.perf_counter()
+    for i in indices:
         if use_deform:
-            rgb, _, mouth_a = model.render_frame(data.viewmats[i:i + 1], data.Ks[i:i + 1], data.width,
-                                                 data.height, audio_window=data.audio[i], motion=motion,
-                                                 blink=float(data.blink[i]), background=data.background,
-                                                 backend=backend, return_mouth=True)
+            motion = data.motion[i].to(dev) if data.motion is not None else None
+            rgb, _ = model.render_frame(data.viewmats[i:i + 1], data.Ks[i:i + 1], data.width, data.height,
+                                        audio_window=data.audio[i], motion=motion, blink=float(data.blink[i]),
+                                        background=data.background, backend=backend)
         else:  # static baseline: the canonical avatar
-            rgb, _, mouth_a = _render_static(model, data, i, backend)
-        pred = rgb[0].cpu()
-        gt = data.image(i)
-        err = (pred - gt) ** 2  # [h,w,3]
-        mse = float(err.mean())
-        per_psnr.append(psnr_from_mse(mse))
-        sums["mse"] += mse
-        smap = ssim_map(pred, gt)
-        sums["ssim"] += float(smap.mean())
-        face = (data.masks[i] == LABELS["face"]) | (data.masks[i] == LABELS["mouth"])
-        nf = float(face.sum())
-        if nf > 0:
-            sums["mse_face"] += float(err.mean(-1)[face].mean())
-            sums["ssim_face"] += float(smap[face].mean())
-            sums["n_face"] += 1
-        x0, y0, x1, y1 = [int(v) for v in data.mouth_boxes[i]]
-        crop_e = err[y0:y1, x0:x1]
-        if crop_e.numel():
-            sums["mouth_mse"] += float(crop_e.mean())
-            sums["mouth_l1"] += float((pred - gt)[y0:y1, x0:x1].abs().mean())
-            sums["mouth_n"] += 1
-            coverage.append(float(mouth_a[0, y0:y1, x0:x1].mean()))
-        else:
-            coverage.append(float("nan"))
-        if len(images) < keep_images:
-            images.append((pred.numpy(), gt.numpy()))
+            rgb = _render_static(model, data, i, backend)[0]
+        pred.append((rgb[0].cpu().numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8))
+    seconds = time.perf_counter() - t0
     model.train(was_training)
-    n = max(1, len(idx))
-    nf = max(1.0, sums["n_face"])
-    nm = max(1.0, sums["mouth_n"])
-    cov = np.asarray(coverage, np.float64)
-    gt_open = np.asarray(data.mouth_open, np.float64)[idx] if len(idx) else np.zeros(0)
-    return {
-        "num_frames": len(idx),
-        "psnr": psnr_from_mse(sums["mse"] / n),
-        "psnr_mean_of_frames": float(np.mean(per_psnr)) if per_psnr else None,
-        "ssim": sums["ssim"] / n,
-        "psnr_face": psnr_from_mse(sums["mse_face"] / nf) if sums["n_face"] else None,
-        "ssim_face": sums["ssim_face"] / nf if sums["n_face"] else None,
-        "mouth_psnr": psnr_from_mse(sums["mouth_mse"] / nm),
-        "mouth_l1": sums["mouth_l1"] / nm,
-        "lpips": None,
-        "mouth_coverage": [float(c) for c in cov],
-        "mouth_corr": _pearson(cov, gt_open),
-        "frames": [int(i) for i in idx],
-        "images": images,
-    }
+    idx = torch.as_tensor(np.asarray(indices, np.int64))
+    return np.stack(pred), data.images[idx].numpy(), data.masks[idx].numpy(), seconds
+
+
+def evaluate(model, data, indices: Optional[Sequence[int]] = None, use_deform: bool = True,
+             backend: str = "auto", make_detector=None, audio: Optional[np.ndarray] = None) -> Dict:
+    """Held-out metrics of `model` on frames `indices` (default: the test split) of `data` (FrameData),
+    measured by avatar.eval (the same protocol as `avatar eval`): PSNR/SSIM (full and face), LMD and
+    mouth-opening metrics from landmarks detected on the rendered frames when `make_detector` is given
+    (the CLI passes capture's mediapipe), audio sync when `audio` (the frames' own, [S] 16 kHz) is given.
+    Plus mouth_psnr (the mouth box) for the static-vs-deformation mouth gain of `avatar bench train`.
+
+    Returns a flat dict: avatar.eval summary keys, "notes" (why a metric is None), "num_frames", "frames",
+    "mouth_opening" {"gt", "pred"} per frame, "images" (three (pred, gt) float pairs for sheets)."""
+    from avatar.eval.image import psnr
+    from avatar.eval.protocol import analyse_reference, score_frames
+
+    idx = [int(i) for i in (data.test_idx if indices is None else indices)]
+    pred, gt, masks, seconds = render_heldout(model, data, idx, use_deform, backend)
+    ref = analyse_reference(gt, data.fps, make_detector, audio=audio, face_masks=masks)
+    T = len(idx)
+    keep = sorted({0, T // 2, T - 1}) if T else []
+    res = score_frames(pred, ref, make_detector, timing={"fps": T / max(seconds, 1e-9),
+                                                         "latency_ms": 1000.0 * seconds / max(T, 1)}, keep=keep)
+    mouth = []
+    for n, i in enumerate(idx):
+        x0, y0, x1, y1 = [int(v) for v in data.mouth_boxes[i]]
+        if x1 > x0 and y1 > y0:
+            mouth.append(psnr(pred[n, y0:y1, x0:x1], gt[n, y0:y1, x0:x1]))
+    out = dict(res["summary"])
+    out.update(num_frames=T, frames=idx, notes=res["notes"],
+               mouth_psnr=float(np.mean(mouth)) if mouth else None,
+               mouth_opening={"gt": ref.result["per_frame"]["mouth_opening"],
+                              "pred": res["per_frame"]["mouth_opening"]},
+               images=[(p.astype(np.float32) / 255.0, g.astype(np.float32) / 255.0)
+                       for _, g, p in res.get("images", [])])
+    return out
 
 
 def _render_static(model, data, i, backend):

@@ -171,7 +171,8 @@ def make_optimizer(model, cfg):
 class Trainer:
     """Trains an AvatarModel on a capture dataset object (avatar.data API) into `out_dir`."""
 
-    def __init__(self, cfg, dataset, out_dir, progress: bool = True, writer=None, resume: bool = False):
+    def __init__(self, cfg, dataset, out_dir, progress: bool = True, writer=None, resume: bool = False,
+                 make_detector=None):
         torch = _import_torch()
         from avatar.train.frames import load_frames
         from avatar.model.strategy import DensifyStrategy
@@ -179,6 +180,7 @@ class Trainer:
         self.cfg = cfg
         self.ds = dataset
         self.out = Path(out_dir)
+        self.make_detector = make_detector  # landmark detector factory for the held-out lip metrics (or None)
         self.progress = progress
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
@@ -196,10 +198,18 @@ class Trainer:
         self.model = build_model(cfg, dataset, self.data, ref_frame=self.torso_refs[main_cam][0]).to(self.device)
         with torch.no_grad():
             self.model.torso_ref.copy_(self.torso_refs[main_cam][1])
+        motion_meta = {}
+        if self.data.motion is not None and self.model.cfg.motion_dim:
+            tr = self.data.motion[torch.from_numpy(self.data.train_idx)]  # [T, M] the person's training codes
+            self.model.set_motion_normalisation(tr)
+            # for the motion prior (avatar.runtime.sources.prior_motion): the person's code statistics
+            motion_meta = {"motion_mean": tr.mean(0).tolist(), "motion_std": tr.std(0).tolist()}
         # what `avatar drive/serve/export` need to render this avatar without its capture folder:
         # the video frame rate and the main camera's reference view at the training resolution
         ref_frame, ref_view = self.torso_refs[main_cam]
-        self.render_meta = {"fps": float(dataset.fps), "width": int(self.data.width),
+        if self.data.crop is not None:  # the face window trained on (avatar.runtime.heldout.CaptureView)
+            motion_meta["crop"] = [int(v) for v in self.data.crop]
+        self.render_meta = {**motion_meta, "fps": float(dataset.fps), "width": int(self.data.width),
                             "height": int(self.data.height),
                             "viewmat": np.asarray(torch.as_tensor(ref_view).cpu(), np.float32).tolist(),
                             "K": np.asarray(torch.as_tensor(self.data.Ks[ref_frame]).cpu(), np.float32).tolist()}
@@ -394,11 +404,11 @@ class Trainer:
             self.writer = make_writer(c.logger, self.out, to_dict(c))
         total = c.total_steps
         end = total if stop_after is None else min(total, self.step + stop_after)
-        bar = None
-        if self.progress:
-            from tqdm import tqdm
+        from avatar.io.progress import Progress
 
-            bar = tqdm(total=total, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+        # a bar on a terminal, else a line every 5 s; --no-progress: a plain line every 30 s, never silent
+        bar = Progress(total, "train", unit="step", initial=self.step, every_s=5.0 if self.progress else 30.0,
+                       bar=None if self.progress else False)
         t0 = time.time()
         ema = None
         try:
@@ -410,22 +420,33 @@ class Trainer:
                 if self.step % max(1, c.log_every) == 0 or self.step == end:
                     self.history.append({"step": self.step, **stats})
                     self.writer.scalars({f"train/{k}": v for k, v in stats.items()}, self.step)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(phase=c.phase_at(self.step - 1).name, loss=f"{ema['loss']:.4f}",
-                                    psnr=f"{ema['psnr']:.2f}", gaussians=len(self.model.gaussians))
+                bar.set_postfix(phase=c.phase_at(self.step - 1).name, loss=f"{ema['loss']:.4f}",
+                                psnr=f"{ema['psnr']:.2f}", gaussians=len(self.model.gaussians))
+                bar.update(self.step)
                 if self.step % c.checkpoint_every == 0 and self.step < total:
                     self.save_checkpoint()
                 if c.preview_every and self.step % c.preview_every == 0 and self.step < total:
                     self.write_preview()
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
         self.train_seconds = time.time() - t0
         if self.step < total:  # stopped early on request
             self.save_checkpoint()
             return self.checkpoint_paths()[-1]
         return self.finish()
+
+    def heldout_audio(self, idx) -> Optional[np.ndarray]:
+        """The audio [S] 16 kHz under frames idx when they are one contiguous run (else None)."""
+        from avatar.audio.timeline import frame_sample
+
+        wav = getattr(self.ds, "audio", None)
+        if wav is None or len(idx) == 0 or np.any(np.diff(np.asarray(idx)) != 1):
+            return None
+        a0 = frame_sample(int(idx[0]), self.ds.fps)
+        seg = np.zeros(frame_sample(len(idx), self.ds.fps), np.float32)
+        part = np.asarray(wav[a0:a0 + len(seg)], np.float32)
+        seg[:len(part)] = part
+        return seg
 
     def finish(self) -> Path:
         from avatar.train.metrics import evaluate, write_json
@@ -437,7 +458,8 @@ class Trainer:
         idx = d.test_idx if len(d.test_idx) else d.train_idx
         if self.cfg.eval_max_frames and len(idx) > self.cfg.eval_max_frames:
             idx = idx[np.linspace(0, len(idx) - 1, self.cfg.eval_max_frames).round().astype(int)]
-        res = evaluate(self.model, d, idx, use_deform=not self.cfg.static, backend=self.cfg.backend)
+        res = evaluate(self.model, d, idx, use_deform=not self.cfg.static, backend=self.cfg.backend,
+                       make_detector=self.make_detector, audio=self.heldout_audio(idx))
         res["split"] = "test" if len(d.test_idx) else "train"
         res["steps"] = self.step
         res["num_gaussians"] = len(self.model.gaussians)
@@ -471,13 +493,14 @@ def _set_py_state(s):
 
 # ---- public API -------------------------------------------------------------------------------------------
 def train(data_dir, out_dir, preset: Optional[str] = "tiny", overrides: Optional[Dict[str, Any]] = None,
-          progress: bool = True, resume: bool = False, dataset=None, config=None) -> Path:
+          progress: bool = True, resume: bool = False, dataset=None, config=None, make_detector=None) -> Path:
     """Train an avatar from a capture folder; returns the final avatar checkpoint (out_dir/avatar.pt).
 
     preset: name in configs/ ("tiny", "phone", "multiview", "quality") or a YAML path. overrides: nested or
     dotted keys over the preset, e.g. {"phases": [...], "loss.ssim_weight": 0.1}. resume: continue from the
     newest checkpoint in out_dir/checkpoints using the config saved there (preset/overrides ignored).
     config: a resolved TrainConfig (then preset/overrides are ignored; `avatar train` passes its flags' one).
+    make_detector: landmark detector factory for the held-out lip-sync metrics (avatar.eval); None skips them.
     dataset: an already-loaded dataset object (then data_dir is only used for messages).
     Raises TrainingError (non-finite loss: the last good checkpoint is kept), avatar.data.DatasetError,
     ConfigError.
@@ -495,7 +518,7 @@ def train(data_dir, out_dir, preset: Optional[str] = "tiny", overrides: Optional
         from avatar.data import load_capture
 
         dataset = load_capture(Path(data_dir))
-    trainer = Trainer(cfg, dataset, out_dir, progress=progress, resume=resume)
+    trainer = Trainer(cfg, dataset, out_dir, progress=progress, resume=resume, make_detector=make_detector)
     return trainer.run(resume=resume)
 
 
