@@ -306,7 +306,8 @@ def test_realtime_mode_skips_frames_when_rendering_lags_and_keeps_latency_bounde
 
 
 def test_serve_command_starts_on_localhost_and_serves_the_page():
-    """`avatar serve procedural --port 0`: the Serve command itself (subprocess), on 127.0.0.1."""
+    """`avatar serve procedural --port 0 --token`: the Serve command itself (subprocess), on 127.0.0.1,
+    printing the page's URL with its per-run token."""
     import re
     import subprocess
     import sys
@@ -315,7 +316,7 @@ def test_serve_command_starts_on_localhost_and_serves_the_page():
 
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen([sys.executable, "-c", "from avatar.commands.serve import Serve; "
-                             "Serve('procedural', port=0, width=64, height=64).main()"],
+                             "Serve('procedural', port=0, width=64, height=64, token=True).main()"],
                             cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         line = ""
@@ -323,12 +324,12 @@ def test_serve_command_starts_on_localhost_and_serves_the_page():
             line = proc.stdout.readline()
             if "http://" in line:
                 break
-        m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        m = re.search(r"http://127\.0\.0\.1:(\d+)/\?token=([\w-]{16,})  \(stream: ws://127\.0\.0\.1:\d+/ws\?token=", line)
         assert m, line
-        port = int(m.group(1))
+        port, token = int(m.group(1)), m.group(2)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as r:
             assert json.loads(r.read())["ok"] is True
-        res = asyncio.run(stream_audio(f"ws://127.0.0.1:{port}/ws", tone(16000, 0.4), 16000))
+        res = asyncio.run(stream_audio(f"ws://127.0.0.1:{port}/ws?token={token}", tone(16000, 0.4), 16000))
         assert [f[0] for f in res.frames] == list(range(10))
     finally:
         proc.terminate()

@@ -349,3 +349,43 @@ def test_bad_arguments_are_one_line(args, message, capsys):
     assert Serve("procedural", **args).main() == 2
     out = capsys.readouterr()
     assert out.err.strip() == message and "Traceback" not in out.err + out.out
+
+
+def test_a_client_that_never_reads_is_dropped_and_frees_its_slot():
+    """Large frames that the client never reads: once the buffers are full the server's sends wait;
+    after idle_timeout_s it drops the client (its slot goes to the next one)."""
+    from avatar.runtime.stream import Backdrop, StreamingSource
+    from avatar.audio.stream import MouthEnvelope
+
+    rng = np.random.default_rng(0)
+    noise = rng.random((1, 1, 384, 384, 3), dtype=np.float32)  # incompressible: ~200 kB JPEGs
+
+    def factory(stereo):
+        def render(idx, wins):
+            return np.repeat(noise, len(idx), 0), np.ones((len(idx), 1, 384, 384, 1), np.float32)
+        return StreamingSource(MouthEnvelope(25.0), render, fps=25.0, width=384, height=384, views=1,
+                               backdrop=Backdrop("color", (0, 0, 0)))
+    cfg = ServerConfig(max_clients=1, idle_timeout_s=1.0, max_ahead_s=30.0, write_limit=1 << 16)
+
+    async def go(server, uri):
+        ws = await connect(uri, max_queue=1)
+        ws.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+        await ws.send(json.dumps({"type": "start", "sample_rate": 16000, "format": "f32"}))
+        for _ in range(6):
+            await ws.send(tone(16000, 1.0).tobytes())
+        for _ in range(100):
+            if server.streams == 1:
+                break
+            await asyncio.sleep(0.02)
+        assert server.streams == 1
+        t0 = time.perf_counter()
+        for _ in range(200):
+            if server.streams == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert server.streams == 0, "the non-reading client still holds its slot"
+        print(f"\nnon-reading client dropped {time.perf_counter() - t0:.1f} s after its audio was sent")
+        res = await stream_audio(uri, tone(16000, 0.2), 16000)  # the slot is free again
+        assert len(res.frames) == 5 and not res.errors
+        ws.transport.abort()
+    serve(go, cfg, factory=factory)
