@@ -35,7 +35,7 @@ cuda-check:
 	./scripts/cuda-check.sh
 
 ## cuda-build: build, link and import avatar._C_cuda (sm_80/sm_90) against a CUDA torch kept in
-## ~/.cache/avatar/cuda-venv (no GPU needed; first run ~6 min, then ~15 s; see the script)
+## ~/.cache/avatar/cuda-venv (no GPU needed; first run 5-7 min on 2 cores, then ~20 s; see the script)
 cuda-build:
 	./scripts/cuda-build.sh
 

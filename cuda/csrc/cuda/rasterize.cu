@@ -9,7 +9,8 @@
 // terminated (transmittance would drop to <= 1e-4). The backward pass walks the same runs in
 // reverse; a warp whose lanes all miss a splat skips it, otherwise the lanes' gradients are summed
 // with shuffles and one lane issues the atomics. Channel counts 1/3/4 are template arguments so the
-// per-pixel accumulators live in registers (ptxas: no stack frame); others use MAX_CHANNELS arrays.
+// per-pixel accumulators live in registers and the features come from shared memory; other counts
+// (<= MAX_CHANNELS) use fully unrolled, guarded MAX_CHANNELS loops (registers too, ptxas: no stack).
 #include <cub/device/device_radix_sort.cuh>
 
 #include "avatar/cuda.h"
@@ -129,9 +130,11 @@ __global__ void raster_forward_kernel(int N, int D, int width, int height, int t
             if (CD > 0) {
 #pragma unroll
                 for (int d = 0; d < NC; ++d) acc[d] += w * s_f[k][CD > 0 ? d : 0];
-            } else {
+            } else {     // unrolled over MAX_CHANNELS with a guard: constant indices keep acc in registers
                 const float* f = features + (gofs + s_id[k]) * D;
-                for (int d = 0; d < Dn; ++d) acc[d] += w * f[d];
+#pragma unroll
+                for (int d = 0; d < NC; ++d)
+                    if (d < Dn) acc[d] += w * f[d];
             }
             Tr = next_T;
             consumed = base + k - start + 1;
