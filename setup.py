@@ -118,7 +118,7 @@ setup(
     description="Gaussian-splatting personalised talking-head avatars: capture, train, drive, stream.",
     python_requires=">=3.10",
     packages=find_packages(include=["avatar", "avatar.*", "capture", "capture.*"]),
-    package_data={"avatar": ["runtime/web/*", "data/*.npy"]},
+    package_data={"avatar": ["runtime/web/*", "data/*.npy", "prior/weights/*"]},
     ext_modules=exts,
     cmdclass=cmdclass,
     entry_points={"console_scripts": ["avatar=avatar.cli:entrypoint"]},

@@ -25,7 +25,10 @@ class PriorTrain:
     """Training knobs."""
     model: MotionPriorConfig = field(default_factory=MotionPriorConfig)
     """Architecture (audio_dim/code_dim are set from the data)."""
-    n_mels: int = 32
+    calib: Tuple[Path, ...] = ()
+    """Capture folders of other identities (never trained on) that calibrate the prediction amplitude
+    after training. Default: every 7th of DIRS (sorted by name, from the 4th) when there are >= 8."""
+    n_mels: int = 80
     """Mel bands of the audio features (avatar.audio.features.AudioFeatureConfig.n_mels)."""
     synthetic: int = 0
     """Train on N procedural identities instead of folders (smoke tests and demos)."""
@@ -39,22 +42,30 @@ class PriorTrain:
         acfg = _audio_cfg(n_mels=self.n_mels)
         if self.synthetic and self.dirs:
             raise ValueError("avatar prior train: give capture folders or --synthetic N, not both")
+        calib = []
         if self.synthetic:
             clips = [synthetic_clip(1000 + i, acfg) for i in range(self.synthetic)]
             space = SYNTH_MOTION_SPACE
         else:
             if not self.dirs:
                 raise ValueError("avatar prior train: give at least one capture folder (or --synthetic N)")
+            dirs = sorted(set(Path(d) for d in self.dirs), key=lambda d: d.name)
+            cal_dirs = [Path(d) for d in self.calib]
+            if not cal_dirs and len(dirs) >= 8:
+                cal_dirs = [d for i, d in enumerate(dirs) if i % 7 == 3]
+            dirs = [d for d in dirs if d not in set(cal_dirs)]
             clips, space = [], None
-            for d in self.dirs:
+            for d in dirs + cal_dirs:
                 clip, ms = load_clip(d, acfg)
                 if space is not None and ms != space:
-                    raise ValueError(f"{d}: its motion-space definition differs from {self.dirs[0]}'s; "
+                    raise ValueError(f"{d}: its motion-space definition differs from {dirs[0]}'s; "
                                      "all folders must be captured with the same MotionSpace")
                 space = ms
-                clips.append(clip)
-        _log(f"{len(clips)} clips, {sum(c.num_frames for c in clips)} frames")
-        train_prior(clips, space, acfg.to_dict(), self.train, self.model, self.out, resume=self.resume, log=_log)
+                (calib if d in set(cal_dirs) else clips).append(clip)
+        _log(f"{len(clips)} clips, {sum(c.num_frames for c in clips)} frames"
+             + (f"; calibration on {len(calib)} clips ({', '.join(c.name for c in calib)})" if calib else ""))
+        train_prior(clips, space, acfg.to_dict(), self.train, self.model, self.out, resume=self.resume, log=_log,
+                    calib_clips=calib)
         _log(f"wrote {self.out}")
         return 0
 

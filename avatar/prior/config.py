@@ -15,32 +15,36 @@ class MotionPriorConfig:
     """Architecture of the audio -> motion prior (a causal temporal transformer)."""
 
     audio_dim: int = 80
-    """D of the per-frame audio features (avatar.audio.features.frame_features). Set from the data."""
-    pitch_dim: int = 3
-    """Per-frame pitch features computed in torch (log-F0, voicing, log-energy); 0 disables pitch."""
+    """D of the per-frame audio features (log-mel of avatar.audio.features.frame_features, normalised
+    per clip by avatar.prior.data.audio_clip_features). Set from the data."""
+    pitch_dim: int = 4
+    """Per-frame prosody features (avatar.prior.data.audio_clip_features): log-F0 (speaker-centred),
+    voicing, log-energy (clip-normalised) and voice activity (Silero VAD, avatar.audio.vad); 0 disables."""
     code_dim: int = 16
     """Dimension the network predicts: the (PCA-compressed, whitened) motion-code space. Set from the data."""
     pose_dim: int = 6
     """Head-pose channel: rotation vector + translation relative to the clip's mean pose."""
-    d_model: int = 128
+    d_model: int = 64
     """Width of the transformer."""
-    num_layers: int = 4
+    num_layers: int = 2
     """Number of causal transformer blocks."""
     num_heads: int = 4
     """Attention heads per block."""
     ff_mult: int = 4
     """Feed-forward hidden size = ff_mult * d_model."""
-    dropout: float = 0.1
+    dropout: float = 0.2
     """Dropout inside the blocks (training only)."""
     past_frames: int = 24
     """Each attention layer sees this many past frames (and none in the future)."""
-    lookahead_frames: int = 2
+    lookahead_frames: int = 4
     """Total look-ahead of the whole model in frames (all of it in the conv front-end), so a
     streaming caller needs only this many future frames of audio."""
-    conv_kernel: int = 7
+    conv_kernel: int = 9
     """Kernel of the temporal conv front-end over audio features (must be > lookahead_frames)."""
-    style: bool = True
-    """In-context style input: a reference clip (audio features + motion codes) of the target person."""
+    style: bool = False
+    """In-context style tokens from a reference clip (audio features + motion codes) of the target person.
+    Off by default: the targets are per-clip centred and scaled, so a person's style is their mean and
+    spread of motion, applied outside the network (MotionPrior.personalise); see the model card."""
     style_tokens: int = 4
     """Number of style tokens the style encoder pools the reference clip into."""
     style_layers: int = 2
@@ -78,11 +82,11 @@ class MotionPriorConfig:
 class PriorTrainConfig:
     """How the motion prior is trained (per process: the global batch is batch_size x world size)."""
 
-    steps: int = 3000
+    steps: int = 1200
     """Optimizer steps."""
     batch_size: int = 16
     """Windows per process per step."""
-    window_frames: int = 64
+    window_frames: int = 48
     """Frames per training window (target sequence)."""
     ref_frames: int = 125
     """Frames of the in-context style reference (5 s at 25 fps), taken from the same person,
@@ -100,7 +104,7 @@ class PriorTrainConfig:
     style_dropout: float = 0.3
     """Probability of replacing the style reference by the learned null style, so the prior also
     works without a reference."""
-    style_augment: float = 0.35
+    style_augment: float = 0.0
     """Style augmentation: each training sample scales its whitened motion latents (target and
     reference alike) by per-component gains exp(U(-a, a)), so the prior sees many more speaking
     styles than identities and must read amplitudes from the reference clip. 0 disables."""
@@ -112,9 +116,12 @@ class PriorTrainConfig:
     """Weight of the blink BCE."""
     pose_weight: float = 0.1
     """Weight of the (normalised) head-pose MSE."""
-    pca_var: float = 0.995
+    open_weight: float = 3.0
+    """Weight of the mouth-opening MSE (the opening read off the predicted codes by the linear map
+    fitted on the training clips, in units of its variance)."""
+    pca_var: float = 0.98
     """Fraction of the training motion-code variance the PCA keeps; 0 = no compression."""
-    pca_max_components: int = 32
+    pca_max_components: int = 24
     """Upper bound on PCA components."""
     seed: int = 0
     """Seed of initialisation and of the (rank-independent) global batch sampler."""

@@ -26,13 +26,14 @@ class PriorClip:
     """One person's aligned sequences at `fps` (F frames)."""
 
     name: str
-    feats: torch.Tensor    # [F, Da] audio features (avatar.audio.features.frame_features)
-    pitch: torch.Tensor    # [F, 3] avatar.prior.model.frame_pitch
+    feats: torch.Tensor    # [F, Da] clip-normalised log-mel (audio_clip_features)
+    pitch: torch.Tensor    # [F, 4] prosody: log-F0, voicing, log-energy, voice activity (audio_clip_features)
     motion: torch.Tensor   # [F, M] motion codes
     blink: torch.Tensor    # [F] in [0, 1]
     pose: torch.Tensor     # [F, 6] rotation vector + translation relative to the clip's mean pose
     fps: float
     info: Dict[str, Any] = field(default_factory=dict)
+    opening: Optional[torch.Tensor] = None   # [F] mouth opening (inner-lip gap / inter-ocular), when known
 
     @property
     def num_frames(self) -> int:
@@ -40,8 +41,8 @@ class PriorClip:
 
     def check(self) -> "PriorClip":
         f = self.num_frames
-        for name, t, tail in (("pitch", self.pitch, (3,)), ("motion", self.motion, None), ("blink", self.blink, ()),
-                              ("pose", self.pose, (6,))):
+        for name, t, tail in (("pitch", self.pitch, None), ("motion", self.motion, None), ("blink", self.blink, ()),
+                              ("pose", self.pose, (6,))) + ((("opening", self.opening, ()),) if self.opening is not None else ()):
             if t.shape[0] != f or (tail is not None and tuple(t.shape[1:]) != tail):
                 raise ValueError(f"{self.name}: {name} has shape {tuple(t.shape)}, expected [{f}, ...] matching "
                                  f"the {f} audio-feature frames")
@@ -53,7 +54,8 @@ class PriorClip:
 
     def slice(self, a: int, b: int, name: Optional[str] = None) -> "PriorClip":
         return PriorClip(name or f"{self.name}[{a}:{b}]", self.feats[a:b], self.pitch[a:b], self.motion[a:b],
-                         self.blink[a:b], self.pose[a:b], self.fps, dict(self.info))
+                         self.blink[a:b], self.pose[a:b], self.fps, dict(self.info),
+                         None if self.opening is None else self.opening[a:b])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,12 +74,41 @@ def pose_channels(head_pose: np.ndarray) -> np.ndarray:
     return np.concatenate([rv, tr], 1).astype(np.float32)
 
 
-def audio_clip_features(wav: np.ndarray, fps: float, num_frames: int, audio_cfg) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(feats [F, Da], pitch [F, 3]) of 16 kHz mono audio for F video frames."""
+def normalise_clip_features(mel: torch.Tensor, pitch: torch.Tensor, vad: torch.Tensor
+                            ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-clip normalisation (robust to loudness, microphone and speaker): log-mel bands and
+    log-energy z-scored over the clip, log-F0 centred on the clip's voiced frames (speaker pitch
+    removed, in octaves), voicing and voice activity as they are. -> (feats [F, Da], prosody [F, 4])."""
+    mel = mel.float()
+    m = (mel - mel.mean(0)) / mel.std(0, unbiased=False).clamp_min(1e-3)
+    f0, voicing, energy = pitch[:, 0], pitch[:, 1], pitch[:, 2]
+    voiced = voicing > 0.3
+    f0c = torch.where(voiced, f0 - (f0[voiced].mean() if voiced.any() else 0.0), torch.zeros_like(f0))
+    e = (energy - energy.mean()) / energy.std(unbiased=False).clamp_min(1e-3)
+    return m, torch.stack([f0c, voicing, e, vad.float()], 1).float()
+
+
+def audio_clip_features(wav: np.ndarray, fps: float, num_frames: int, audio_cfg,
+                        vad_backend: str = "auto") -> Tuple[torch.Tensor, torch.Tensor]:
+    """(feats [F, Da], prosody [F, 4]) of 16 kHz mono audio for F video frames: the log-mel of
+    avatar.audio.features.frame_features and frame_pitch + avatar.audio.vad.voice_activity, normalised
+    over the clip (normalise_clip_features). The prior's one feature function (train and inference)."""
     from avatar.audio.features import frame_features
+    from avatar.audio.vad import voice_activity
     from avatar.prior.model import frame_pitch
 
-    return frame_features(wav, fps, num_frames, audio_cfg), frame_pitch(wav, fps, num_frames)
+    wav = np.asarray(wav, np.float32)
+    mel = frame_features(wav, fps, num_frames, audio_cfg)
+    pitch = frame_pitch(wav, fps, num_frames)
+    vad = torch.from_numpy(np.asarray(voice_activity(wav, fps, num_frames, vad_backend).prob, np.float32))
+    return normalise_clip_features(mel, pitch, vad)
+
+
+def landmark_opening(lm2d: np.ndarray) -> np.ndarray:
+    """[F] mouth opening of 2D landmarks [F, 478, 2]: inner-lip gap (13-14) / inter-ocular (33-263)."""
+    from avatar.eval.landmarks import mouth_opening
+
+    return np.asarray(mouth_opening(lm2d), np.float32)
 
 
 def clip_from_capture(path, audio_cfg) -> Tuple[PriorClip, Dict[str, Any]]:
@@ -103,10 +134,13 @@ def clip_from_capture(path, audio_cfg) -> Tuple[PriorClip, Dict[str, Any]]:
     wav = ds.audio
     n_all = int(t.max()) + 1
     feats, pitch = audio_clip_features(wav, ds.fps, n_all, audio_cfg)
+    opening = None
+    if "landmarks2d" in tr:
+        opening = torch.from_numpy(landmark_opening(np.asarray(tr["landmarks2d"][first], np.float32)))
     clip = PriorClip(Path(path).name, feats[t], pitch[t], torch.from_numpy(np.asarray(tr["motion"][first], np.float32)),
                      torch.from_numpy(np.asarray(tr["blink"][first], np.float32)),
                      torch.from_numpy(pose_channels(tr["head_pose"][first])), ds.fps,
-                     {"source": "capture", "path": str(path), "dropped_frames": int(n_all - len(t))})
+                     {"source": "capture", "path": str(path), "dropped_frames": int(n_all - len(t))}, opening)
     return clip.check(), ds.motion_space.to_dict()
 
 

@@ -27,7 +27,9 @@ from avatar.prior.config import MotionPriorConfig
 from avatar.prior.pca import MotionPCA
 
 CHECKPOINT_FORMAT = "avatar.motion_prior"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+# calibration and personalisation statistics (MotionPrior.calib), fitted by avatar.prior.trainer
+CALIB_KEYS = ("motion_mean", "dev_std", "open_w", "open_b", "gain", "pose_gain")
 
 
 class PriorCheckpointError(ValueError):
@@ -287,7 +289,8 @@ class MotionPrior(nn.Module):
                  audio_features: Dict[str, Any], audio_mean: torch.Tensor, audio_std: torch.Tensor,
                  pitch_mean: torch.Tensor, pitch_std: torch.Tensor, pose_mean: torch.Tensor,
                  pose_std: torch.Tensor, meta: Optional[Dict[str, Any]] = None,
-                 style_ref: Optional[Dict[str, torch.Tensor]] = None):
+                 style_ref: Optional[Dict[str, torch.Tensor]] = None,
+                 calib: Optional[Dict[str, torch.Tensor]] = None):
         super().__init__()
         if pca.latent_dim != cfg.code_dim:
             raise PriorCheckpointError(f"prior: config.code_dim={cfg.code_dim} but the PCA has {pca.latent_dim} components")
@@ -298,6 +301,21 @@ class MotionPrior(nn.Module):
         self.audio_features = plain(audio_features)
         self.meta = plain(meta or {})
         self.style_ref = style_ref
+        m, k = pca.code_dim, pca.latent_dim
+        # calib: motion_mean [M] pooled absolute codes (the offset when the person's is unknown), dev_std [M]
+        # pooled within-clip std of the (scale-normalised) deviations, open_w [M] / open_b []: linear map
+        # codes -> mouth opening, gain [K] / pose_gain [6]: amplitude calibration (validation variance matching)
+        base = {"motion_mean": torch.zeros(m), "dev_std": torch.ones(m), "open_w": torch.zeros(m),
+                "open_b": torch.zeros(()), "gain": torch.ones(k), "pose_gain": torch.ones(6)}
+        for key, val in (calib or {}).items():
+            if key not in base:
+                raise PriorCheckpointError(f"prior: unknown calibration entry {key!r}")
+            val = torch.as_tensor(val, dtype=torch.float32)
+            if val.shape != base[key].shape:
+                raise PriorCheckpointError(f"prior: calibration {key} has shape {tuple(val.shape)}, expected "
+                                           f"{tuple(base[key].shape)}")
+            base[key] = val.clone()
+        self.calib = base
         for name, val in (("audio_mean", audio_mean), ("audio_std", audio_std), ("pitch_mean", pitch_mean),
                           ("pitch_std", pitch_std), ("pose_mean", pose_mean), ("pose_std", pose_std)):
             self.register_buffer(name, torch.as_tensor(val, dtype=torch.float32).clone())
@@ -331,13 +349,37 @@ class MotionPrior(nn.Module):
         """feats [B, T, Da] raw, pitch [B, T, 3] raw -> dict of network outputs (normalised)."""
         return self.net(self.norm_audio(feats), None if pitch is None or not self.cfg.pitch_dim else self.norm_pitch(pitch), style)
 
+    def personalise(self, deviation: torch.Tensor, mean=None, std=None) -> torch.Tensor:
+        """Absolute motion codes [T, M] from predicted deviations: mean (the person's mean codes [M], or
+        the prior's pooled mean when None) + deviation, each code dimension rescaled to the person's
+        own spread (std [M]: deviation * std / dev_std) when std is given."""
+        c = {k: v.to(deviation) for k, v in self.calib.items()}
+        dev = deviation
+        if std is not None:
+            std = torch.as_tensor(np.asarray(std, np.float32)).to(deviation)
+            if std.shape != (self.motion_dim,):
+                raise ValueError(f"prior: person std must be [{self.motion_dim}], got {tuple(std.shape)}")
+            dev = dev * (std / c["dev_std"].clamp_min(1e-6))
+        mu = c["motion_mean"] if mean is None else torch.as_tensor(np.asarray(mean, np.float32)).to(deviation)
+        if mu.shape != (self.motion_dim,):
+            raise ValueError(f"prior: person mean must be [{self.motion_dim}], got {tuple(mu.shape)}")
+        return mu + dev
+
+    def opening_of(self, codes: torch.Tensor) -> torch.Tensor:
+        """Mouth opening (inner-lip gap / inter-ocular) [T] read off absolute codes [T, M] (linear map fitted
+        on the training clips' landmarks)."""
+        return codes @ self.calib["open_w"].to(codes) + self.calib["open_b"].to(codes)
+
     @torch.no_grad()
     def predict(self, feats: torch.Tensor, pitch: Optional[torch.Tensor],
                 style: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, chunk: int = 256,
-                use_stored_style: bool = True) -> Dict[str, torch.Tensor]:
-        """One sequence: feats [T, Da], pitch [T, 3]; style (ref_feats [R, Da], ref_motion [R, M]) or None
+                use_stored_style: bool = True, calibrated: bool = True) -> Dict[str, torch.Tensor]:
+        """One sequence: feats [T, Da], pitch [T, P]; style (ref_feats [R, Da], ref_motion [R, M]) or None
         (then the reference stored by `avatar prior finetune` when present and use_stored_style, else
-        no style). -> motion [T, M] codes, blink [T] in [0, 1], head_pose [T, 6] (rotvec, translation).
+        no style). -> deviation [T, M] (motion codes minus the person's mean, in the pool's typical
+        amplitude; MotionPrior.personalise makes absolute codes), motion [T, M] = personalise(deviation)
+        with the pooled mean, blink [T] in [0, 1], head_pose [T, 6] (rotvec, translation relative to the
+        mean pose), z [T, K] (latents). calibrated: apply the amplitude calibration gains.
         Long inputs run in chunks with enough past context that the result equals a full pass."""
         self.eval()
         if style is None and use_stored_style and self.style_ref is not None and self.cfg.style:
@@ -365,9 +407,12 @@ class MotionPrior(nn.Module):
             o = self(feats[None, a:b], None if pitch is None else pitch[None, a:b], tokens)
             outs.append({k: v[0, s - a: e - a] for k, v in o.items()})
         o = {k: torch.cat([d[k] for d in outs], 0) for k in outs[0]}
-        return {"motion": self.pca.decode(o["motion"]),                     # [T, M]
+        z = o["motion"] * (self.calib["gain"].to(o["motion"]) if calibrated else 1.0)
+        dev = (z * self.pca.scale.to(z)) @ self.pca.components.to(z)          # [T, M] (targets are centred)
+        pose = o["pose"] * (self.calib["pose_gain"].to(z) if calibrated else 1.0)
+        return {"deviation": dev, "motion": self.personalise(dev), "z": z,
                 "blink": torch.sigmoid(o["blink_logit"]),                    # [T]
-                "head_pose": o["pose"] * self.pose_std + self.pose_mean}     # [T, 6]
+                "head_pose": pose * self.pose_std + self.pose_mean}          # [T, 6]
 
     # --- checkpoint ------------------------------------------------------------------------------
     def checkpoint(self) -> Dict[str, Any]:
@@ -376,7 +421,7 @@ class MotionPrior(nn.Module):
                 "pca": self.pca.to_dict(), "motion_space": self.motion_space, "audio_features": self.audio_features,
                 "norm": {k: getattr(self, k).detach().cpu() for k in
                          ("audio_mean", "audio_std", "pitch_mean", "pitch_std", "pose_mean", "pose_std")},
-                "meta": self.meta,
+                "meta": self.meta, "calib": {k: v.detach().cpu().clone() for k, v in self.calib.items()},
                 "style_ref": None if self.style_ref is None else {k: v.detach().cpu() for k, v in self.style_ref.items()}}
 
     def save(self, path: str | Path, extra: Optional[Dict[str, Any]] = None) -> None:
@@ -406,7 +451,8 @@ class MotionPrior(nn.Module):
             pca = MotionPCA.from_dict(ck["pca"])
             n = ck["norm"]
             m = cls(cfg, pca, ck["motion_space"], ck["audio_features"], n["audio_mean"], n["audio_std"],
-                    n["pitch_mean"], n["pitch_std"], n["pose_mean"], n["pose_std"], ck.get("meta"), ck.get("style_ref"))
+                    n["pitch_mean"], n["pitch_std"], n["pose_mean"], n["pose_std"], ck.get("meta"), ck.get("style_ref"),
+                    ck.get("calib"))
             m.net.load_state_dict(ck["state_dict"])
         except PriorCheckpointError:
             raise

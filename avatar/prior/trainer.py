@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -62,22 +63,112 @@ def _stats(x: torch.Tensor, floor: float = 1e-3) -> Tuple[torch.Tensor, torch.Te
     return x.mean(0).float(), x.std(0).clamp_min(floor).float()
 
 
+def clip_scale(motion: torch.Tensor) -> float:
+    """RMS of a clip's centred motion codes (its overall speaking amplitude)."""
+    m = motion.double()
+    return float(((m - m.mean(0)) ** 2).sum(1).mean().sqrt().clamp_min(1e-6))
+
+
+def centred_clip(clip: PriorClip, dev_scale: Optional[float]) -> PriorClip:
+    """The training target of a clip: motion codes minus the clip's mean (the per-person offset audio
+    cannot predict), scaled to the pool's typical amplitude `dev_scale` (None: unscaled); the opening
+    likewise. Audio, blink and pose are unchanged."""
+    mc = clip.motion - clip.motion.mean(0)
+    f = 1.0 if dev_scale is None else dev_scale / clip_scale(clip.motion)
+    op = None if clip.opening is None else (clip.opening - clip.opening.mean()) * f
+    return PriorClip(clip.name, clip.feats, clip.pitch, (mc * f).float(), clip.blink, clip.pose, clip.fps,
+                     dict(clip.info, scale_factor=f), None if op is None else op.float())
+
+
+def fit_calibration_stats(clips: List[PriorClip], dev_scale: float) -> Dict[str, torch.Tensor]:
+    """Pooled statistics of the raw training clips: motion_mean, dev_std, open_w, open_b (see
+    MotionPrior.calib); gain/pose_gain stay 1 until calibrate()."""
+    m = clips[0].motion.shape[1]
+    mean = torch.cat([c.motion for c in clips]).double().mean(0)
+    cen = [centred_clip(c, dev_scale) for c in clips]
+    dev = torch.cat([c.motion for c in cen]).double()
+    out = {"motion_mean": mean.float(), "dev_std": dev.std(0).clamp_min(1e-6).float(),
+           "open_w": torch.zeros(m), "open_b": torch.zeros(())}
+    with_open = [(c, k) for c, k in zip(clips, cen) if c.opening is not None]
+    if with_open:
+        x = torch.cat([k.motion for _, k in with_open]).double()
+        y = torch.cat([k.opening for _, k in with_open]).double()
+        lam = 1e-4 * float((x ** 2).sum(0).mean()) + 1e-9
+        w = torch.linalg.solve(x.T @ x + lam * torch.eye(m, dtype=x.dtype), x.T @ y)
+        b = torch.stack([c.opening.double().mean() - c.motion.double().mean(0) @ w for c, _ in with_open]).mean()
+        out["open_w"], out["open_b"] = w.float(), b.float()
+    return out
+
+
+def calibrate(prior: MotionPrior, clips: List[PriorClip], dev_scale: float, log: Callable[[str], None] = print
+              ) -> Dict[str, float]:
+    """Amplitude calibration on validation clips (identities not trained on): per-latent gains
+    std(true) / std(predicted) (MSE training shrinks predictions by about their correlation), and the
+    same per head-pose channel. Variances are pooled over clips, each clip about its own mean.
+    Writes prior.calib["gain"], ["pose_gain"]; returns a summary."""
+    if not clips:
+        return {}
+    vt, vp, pt, pp = 0.0, 0.0, 0.0, 0.0
+    for c in clips:
+        k = centred_clip(c, dev_scale)
+        o = prior.predict(k.feats, k.pitch, use_stored_style=False, calibrated=False)
+        zt = prior.encode_motion(k.motion)
+        zp = o["z"]
+        vt = vt + ((zt - zt.mean(0)) ** 2).sum(0)
+        vp = vp + ((zp - zp.mean(0)) ** 2).sum(0)
+        qt = (k.pose - prior.pose_mean) / prior.pose_std
+        qp = (o["head_pose"] - prior.pose_mean) / prior.pose_std
+        pt = pt + ((qt - qt.mean(0)) ** 2).sum(0)
+        pp = pp + ((qp - qp.mean(0)) ** 2).sum(0)
+    gain = (vt / vp.clamp_min(1e-9)).sqrt().clamp(1.0, 2.0)       # per latent, bounded: noise is not amplified
+    pgain = (pt / pp.clamp_min(1e-9)).sqrt().clamp(0.5, 4.0)
+    # then one factor so the mouth opening read off the codes has the true spread (median over clips)
+    w = prior.calib["open_w"]
+    if float(w.abs().sum()) > 0:
+        ratios = []
+        for c in clips:
+            k = centred_clip(c, dev_scale)
+            o = prior.predict(k.feats, k.pitch, use_stored_style=False, calibrated=False)
+            zp = o["z"] * gain
+            dev = (zp * prior.pca.scale) @ prior.pca.components
+            sp, st = float((dev @ w).std()), float((k.motion @ w).std())
+            if sp > 1e-9 and st > 1e-9:
+                ratios.append(st / sp)
+        if ratios:
+            gain = gain * float(np.clip(np.median(ratios), 0.5, 4.0))
+    prior.calib["gain"] = gain.float()
+    prior.calib["pose_gain"] = pgain.float()
+    summary = {"calib_clips": [c.name for c in clips], "gain_mean": float(gain.mean()),
+               "gain_pc1": float(gain[0]), "pose_gain_mean": float(pgain.mean())}
+    log(f"calibrated on {len(clips)} clips: latent gains mean {summary['gain_mean']:.2f} (PC1 {summary['gain_pc1']:.2f}), "
+        f"pose gains mean {summary['pose_gain_mean']:.2f}")
+    return summary
+
+
 def build_prior(clips: List[PriorClip], motion_space: Dict[str, Any], audio_features: Dict[str, Any],
-                mcfg: MotionPriorConfig, tcfg: PriorTrainConfig) -> MotionPrior:
-    """Fit normalisers and the PCA on the clips and create an untrained prior (seeded)."""
+                mcfg: MotionPriorConfig, tcfg: PriorTrainConfig, raw_clips: Optional[List[PriorClip]] = None,
+                dev_scale: Optional[float] = None) -> MotionPrior:
+    """Fit normalisers and the PCA on the (centred) clips and create an untrained prior (seeded);
+    raw_clips (the clips before centring) give the calibration statistics."""
     feats = torch.cat([c.feats for c in clips])
     pitch = torch.cat([c.pitch for c in clips])
     codes = torch.cat([c.motion for c in clips])
     pose = torch.cat([c.pose for c in clips])
     pca = MotionPCA.fit(codes, tcfg.pca_var, tcfg.pca_max_components or None)
-    cfg = dataclasses.replace(mcfg, audio_dim=int(feats.shape[1]), code_dim=pca.latent_dim)
+    cfg = dataclasses.replace(mcfg, audio_dim=int(feats.shape[1]), pitch_dim=int(pitch.shape[1]) if mcfg.pitch_dim else 0,
+                              code_dim=pca.latent_dim)
     am, asd = _stats(feats)
     pm, psd = _stats(pitch)
     qm, qsd = _stats(pose, 1e-4)
+    calib = fit_calibration_stats(raw_clips, dev_scale) if raw_clips is not None and dev_scale else None
+    ops = [c.opening - c.opening.mean() for c in (raw_clips or []) if c.opening is not None]
+    open_sd = float(torch.cat(ops).std()) if ops else None     # the pool's typical opening spread (raw units)
     torch.manual_seed(tcfg.seed)
     return MotionPrior(cfg, pca, motion_space, audio_features, am, asd, pm, psd, qm, qsd,
                        meta={"identities": [c.name for c in clips], "fps": float(clips[0].fps),
-                             "frames": int(sum(c.num_frames for c in clips))})
+                             "frames": int(sum(c.num_frames for c in clips)), "targets": "clip_centred",
+                             "dev_scale": dev_scale, "open_dev_std": open_sd},
+                       calib=calib)
 
 
 def check_clips(clips: List[PriorClip], window: int) -> int:
@@ -124,12 +215,15 @@ class _TrainStep(nn.Module):
         w = w / w.sum()
         err = out["motion"] - z
         l_motion = (err ** 2 * w).sum(-1).mean()
+        wo = (p.calib["open_w"].to(z) @ p.pca.components.to(z).T) * p.pca.scale.to(z)   # opening direction in z
+        l_open = (err @ wo).pow(2).mean() / (wo @ wo).clamp_min(1e-12) if float(wo.abs().sum()) > 0 else err.sum() * 0
         l_vel = ((err[:, 1:] - err[:, :-1]) ** 2 * w).sum(-1).mean() if err.shape[1] > 1 else err.sum() * 0
         l_blink = F.binary_cross_entropy_with_logits(out["blink_logit"], blink.clamp(0, 1))
         l_pose = ((out["pose"] - (pose - p.pose_mean) / p.pose_std) ** 2).mean()
-        loss = t.motion_weight * l_motion + t.velocity_weight * l_vel + t.blink_weight * l_blink + t.pose_weight * l_pose
+        loss = (t.motion_weight * l_motion + t.velocity_weight * l_vel + t.blink_weight * l_blink
+                + t.pose_weight * l_pose + t.open_weight * l_open)
         return loss, {"motion": l_motion.detach(), "velocity": l_vel.detach(), "blink": l_blink.detach(),
-                      "pose": l_pose.detach()}
+                      "pose": l_pose.detach(), "open": l_open.detach()}
 
 
 def sample_global_batch(clips: List[PriorClip], step: int, global_batch: int, window: int, ref: int,
@@ -138,8 +232,9 @@ def sample_global_batch(clips: List[PriorClip], step: int, global_batch: int, wi
     seed) per sample; identical on every rank and independent of history (exact resume)."""
     g = torch.Generator().manual_seed(tcfg.seed * 1_000_003 + step + 1)
     out = []
+    w = torch.tensor([float(c.num_frames) ** 0.5 for c in clips])   # a clip counts ~ sqrt(its length)
     for _ in range(global_batch):
-        ci = int(torch.randint(len(clips), (1,), generator=g))
+        ci = int(torch.multinomial(w, 1, generator=g))
         n = clips[ci].num_frames
         s = int(torch.randint(n - window + 1, (1,), generator=g))
         before = max(0, s - ref + 1)                   # ref starts r with r + ref <= s
@@ -199,11 +294,21 @@ def _check_resume(ck: Dict[str, Any], prior: MotionPrior, path: Path) -> None:
 def train_prior(clips: List[PriorClip], motion_space: Dict[str, Any], audio_features: Dict[str, Any],
                 tcfg: PriorTrainConfig, mcfg: Optional[MotionPriorConfig] = None, out: Optional[Path] = None, *,
                 resume: bool = True, init: Optional[MotionPrior] = None, style_ref: Optional[Dict[str, torch.Tensor]] = None,
-                meta: Optional[Dict[str, Any]] = None, log: Callable[[str], None] = print) -> MotionPrior:
+                meta: Optional[Dict[str, Any]] = None, log: Callable[[str], None] = print,
+                calib_clips: Optional[List[PriorClip]] = None) -> MotionPrior:
     """Train (or, with `init`, fine-tune) a prior on `clips`; writes `out` (final prior) and
-    train_state_path(out) (resumable) from rank 0. Returns the trained prior (on CPU) on every rank."""
+    train_state_path(out) (resumable) from rank 0. Returns the trained prior (on CPU) on every rank.
+
+    Targets are per-clip centred motion codes scaled to the pool's typical amplitude (centred_clip);
+    calib_clips (identities not trained on) calibrate the amplitude after training (calibrate)."""
     rank, world, dev, created = setup_distributed(tcfg.device)
     try:
+        raw_clips = clips
+        if init is not None and init.meta.get("dev_scale"):
+            dev_scale = float(init.meta["dev_scale"])
+        else:
+            dev_scale = float(np.median([clip_scale(c.motion) for c in raw_clips]))
+        clips = [centred_clip(c, dev_scale) for c in raw_clips]
         window = tcfg.window_frames
         min_len = check_clips(clips, window)
         ref = min(tcfg.ref_frames, min_len)
@@ -217,7 +322,8 @@ def train_prior(clips: List[PriorClip], motion_space: Dict[str, Any], audio_feat
             prior.check_audio_features(audio_features, clips[0].name)
             prior.meta = dict(prior.meta, finetuned_on=[c.name for c in clips])
         else:
-            prior = build_prior(clips, motion_space, audio_features, mcfg or MotionPriorConfig(), tcfg)
+            prior = build_prior(clips, motion_space, audio_features, mcfg or MotionPriorConfig(), tcfg,
+                                raw_clips=raw_clips, dev_scale=dev_scale)
         if meta:
             prior.meta.update(plain(meta))
         if style_ref is not None:
@@ -279,6 +385,9 @@ def train_prior(clips: List[PriorClip], motion_space: Dict[str, Any], audio_feat
                 save(step + 1, False)
                 if world > 1:
                     dist.barrier()
+        if calib_clips:
+            prior.eval()
+            prior.meta["calibration"] = plain(calibrate(prior, calib_clips, dev_scale, log=log if rank == 0 else (lambda m: None)))
         save(tcfg.steps, True)
         if world > 1:
             dist.barrier()

@@ -153,26 +153,42 @@ def audio_feature_config(model) -> Any:
 
 
 def recorded_prior(avatar: LoadedAvatar, prior=None) -> Optional[Path]:
-    """The motion prior that drives `avatar`: `prior` when given, else the one recorded in the
-    checkpoint by `avatar train --prior` (meta "prior"), else None (tracked-neutral motion)."""
+    """The motion prior that drives `avatar`: `prior` when given ("none"/"off": no prior), else the one
+    recorded in the checkpoint by `avatar train --prior` (meta "prior"), else the prior shipped inside
+    the package (avatar.prior.api.default_prior) when the avatar takes motion codes in its motion
+    space, else None (neutral motion, procedural blinks)."""
+    from avatar.prior.api import default_prior, resolve_prior
+
     if prior is not None:
-        return Path(prior)
+        return resolve_prior(prior)
     rec = avatar.meta.get("prior")
-    if not rec:
+    if rec:
+        if not Path(rec).is_file():
+            raise DriveError(f"{avatar.path} was trained with the motion prior {rec}, which no longer exists; "
+                             "pass --prior PRIOR.pt (or --prior none)")
+        return Path(rec)
+    shipped = default_prior()
+    if shipped is None or not getattr(avatar.model.cfg, "motion_dim", 0) or not avatar.model.motion_space:
         return None
-    if not Path(rec).is_file():
-        raise DriveError(f"{avatar.path} was trained with the motion prior {rec}, which no longer exists; "
-                         "pass --prior PRIOR.pt")
-    return Path(rec)
+    from avatar.prior.api import load_prior
+
+    try:
+        load_prior(shipped).check_motion_space(avatar.model.motion_space)
+    except ValueError:
+        return None      # an avatar in another motion space: the shipped prior cannot drive it
+    return shipped
 
 
 @dataclass
 class MotionTracks:
-    """Per-frame motion codes and blinks of a whole audio, as the motion prior predicts them.
+    """Per-frame motion codes, blinks and head motion of a whole audio, as the motion prior predicts them.
     Frames past the end repeat the last one (a stream may run a frame longer than the audio)."""
 
-    motion: np.ndarray  # [F, M] motion codes in the avatar's motion space
+    motion: np.ndarray  # [F, M] ABSOLUTE motion codes in the avatar's motion space (person mean + deviation)
     blink: np.ndarray  # [F] in [0, 1]
+    head_pose: Optional[np.ndarray] = None  # [F, 6] rotation vector + translation (m) relative to the mean pose
+    opening: Optional[np.ndarray] = None  # [F] the mouth opening the codes mean (inner-lip gap / inter-ocular)
+    personalised: str = ""  # how (avatar.prior.api.personal_stats)
 
     def motion_at(self, t: int) -> np.ndarray:
         return self.motion[min(max(int(t), 0), len(self.motion) - 1)]
@@ -180,16 +196,191 @@ class MotionTracks:
     def blink_at(self, t: int) -> float:
         return float(self.blink[min(max(int(t), 0), len(self.blink) - 1)])
 
+    def pose_at(self, t: int) -> np.ndarray:
+        if self.head_pose is None or not len(self.head_pose):
+            return np.zeros(6, np.float32)
+        return self.head_pose[min(max(int(t), 0), len(self.head_pose) - 1)]
 
-def prior_motion(avatar: LoadedAvatar, wav: np.ndarray, fps: float, prior_path, style=None) -> MotionTracks:
-    """Motion codes and blinks for `wav` from the motion prior (avatar.prior.api.predict_prior, the one
-    inference path), checked against the avatar's motion space. style: (ref_audio_feats, ref_motion)
-    of the person (avatar.prior.api.style_from_capture) or None (the prior's stored reference)."""
+
+def person_stats(avatar: LoadedAvatar, std_scale: bool = True):
+    """(motion_mean [M] or None, motion_std [M] or None) of the avatar's person from its checkpoint meta
+    ("motion_mean"/"motion_std": the tracked codes over the training frames)."""
+    m = avatar.meta.get("motion_mean")
+    s = avatar.meta.get("motion_std") if std_scale else None
+    return (None if m is None else np.asarray(m, np.float32)), (None if s is None else np.asarray(s, np.float32))
+
+
+def prior_motion(avatar: LoadedAvatar, wav: np.ndarray, fps: float, prior_path, style=None,
+                 std_scale: bool = True) -> MotionTracks:
+    """Motion codes, blinks and head motion for `wav` from the motion prior (avatar.prior.api.predict_prior,
+    the one inference path), checked against the avatar's motion space. The codes are ABSOLUTE for this
+    avatar: its person's mean (meta "motion_mean"; the prior's pooled mean when absent) + the predicted
+    deviation, scaled per code to the person's std (meta "motion_std") when std_scale. style:
+    (ref_audio_feats or None, ref_motion) of the person (avatar.prior.api.style_from_capture): its std
+    wins over the avatar's, its mean is used when the avatar has none."""
     from avatar.prior.api import predict_prior
 
+    mean, std = person_stats(avatar, std_scale)
     pred = predict_prior(prior_path, wav, fps, num_frames(len(wav), fps), style=style,
-                         motion_space=avatar.model.motion_space, source=str(avatar.path))
-    return MotionTracks(pred["motion"], pred["blink"])
+                         motion_space=avatar.model.motion_space, source=str(avatar.path),
+                         person_mean=mean, person_std=std)
+    return MotionTracks(pred["motion"], pred["blink"], pred["head_pose"], pred["opening"], pred["personalised"])
+
+
+def _rotvec_to_matrix(rv: np.ndarray) -> np.ndarray:
+    rv = np.asarray(rv, np.float64)
+    th = float(np.linalg.norm(rv))
+    if th < 1e-12:
+        return np.eye(3)
+    k = rv / th
+    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + np.sin(th) * K + (1 - np.cos(th)) * K @ K
+
+
+def head_motion_viewmat(viewmat: np.ndarray, pose6: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """The reference (neutral) camera's world(head)-to-camera `viewmat` [4, 4] moved by the head motion
+    pose6 = (rotation vector, translation) relative to the mean pose (avatar.prior.data.pose_channels:
+    camera-to-head R_t = R_ref exp(rv), t_t = t_ref + tr), blended with the neutral pose by `scale`
+    (0: the neutral camera, 1: the predicted motion, > 1 exaggerated)."""
+    V = np.asarray(viewmat, np.float64).reshape(4, 4)
+    c2h = np.linalg.inv(V)
+    p = np.asarray(pose6, np.float64) * float(scale)
+    out = np.eye(4)
+    out[:3, :3] = c2h[:3, :3] @ _rotvec_to_matrix(p[:3])
+    out[:3, 3] = c2h[:3, 3] + p[3:6]
+    return np.linalg.inv(out).astype(np.float32)
+
+
+class PriorPose:
+    """PoseSource: the base camera moved by the prior's head motion (`tracks.pose_at(t)`, anything with
+    that method: MotionTracks or LivePriorTracks), blended with the neutral pose by `scale`."""
+
+    def __init__(self, base: Camera, tracks, scale: float = 1.0):
+        self.base, self.tracks, self.scale = base, tracks, float(scale)
+
+    def camera(self, index: int) -> Camera:
+        V = head_motion_viewmat(self.base.viewmat, self.tracks.pose_at(index), self.scale)
+        return Camera(V, self.base.K, self.base.width, self.base.height)
+
+
+class LivePriorTracks:
+    """MotionTracks for a stream (`avatar serve`, per client): the prior runs over a sliding causal window
+    of the audio received so far (the last `window_s` seconds; features normalised over that window),
+    after every chunk, for every frame whose audio has arrived. It adds no latency beyond the stream's
+    own look-ahead (the frames the renderer waits for): a frame rendered before the prior's own
+    look-ahead (MotionPriorConfig.lookahead_frames) of audio exists is predicted with the audio edge
+    repeated. Cost: one prior pass over window_s seconds per chunk."""
+
+    def __init__(self, avatar: LoadedAvatar, prior_path, fps: float, style=None, std_scale: bool = True,
+                 window_s: float = 4.0):
+        self.avatar, self.prior_path, self.fps, self.style = avatar, prior_path, float(fps), style
+        self.std_scale, self.window_s = std_scale, float(window_s)
+        self.reset()
+
+    def reset(self) -> None:
+        self._wav = np.zeros(0, np.float32)
+        self._s0 = 0            # absolute sample index of self._wav[0]
+        self._motion: Dict[int, np.ndarray] = {}
+        self._blink: Dict[int, float] = {}
+        self._pose: Dict[int, np.ndarray] = {}
+        self._last = -1
+
+    def push(self, wav: np.ndarray) -> None:
+        from avatar.audio.timeline import SAMPLE_RATE
+
+        self._wav = np.concatenate([self._wav, np.asarray(wav, np.float32).ravel()])
+        total = self._s0 + len(self._wav)
+        n_recv = int(total * self.fps // SAMPLE_RATE)            # frames whose audio has fully arrived
+        if n_recv <= self._last + 1 and len(wav):
+            return
+        self._predict(n_recv if len(wav) else num_frames(total, self.fps))
+
+    def _predict(self, n_upto: int) -> None:
+        from avatar.audio.timeline import SAMPLE_RATE
+
+        if n_upto <= 0:
+            return
+        f0 = max(0, n_upto - int(round(self.window_s * self.fps)))
+        s0 = int(round(f0 * SAMPLE_RATE / self.fps))
+        if s0 > self._s0:                                       # drop audio before the window
+            self._wav = self._wav[s0 - self._s0:]
+            self._s0 = s0
+        f0 = int(np.ceil(self._s0 * self.fps / SAMPLE_RATE))
+        off = int(round(f0 * SAMPLE_RATE / self.fps)) - self._s0
+        seg = self._wav[max(0, off):]
+        n = n_upto - f0
+        if n <= 0 or len(seg) == 0:
+            return
+        from avatar.prior.api import predict_prior
+
+        mean, std = person_stats(self.avatar, self.std_scale)
+        pred = predict_prior(self.prior_path, seg, self.fps, n, style=self.style,
+                             motion_space=self.avatar.model.motion_space, source=str(self.avatar.path),
+                             person_mean=mean, person_std=std)
+        for i in range(n):
+            t = f0 + i
+            self._motion[t], self._blink[t], self._pose[t] = pred["motion"][i], float(pred["blink"][i]), pred["head_pose"][i]
+        self._last = max(self._last, n_upto - 1)
+        for t in [k for k in self._motion if k < f0 - 8]:        # bounded memory
+            del self._motion[t], self._blink[t], self._pose[t]
+
+    def _get(self, d: dict, t: int, default):
+        if not d:
+            return default
+        t = int(t)
+        if t in d:
+            return d[t]
+        return d[max(d)] if t > max(d) else d[min(d)]
+
+    def motion_at(self, t: int):
+        m = self._get(self._motion, t, None)
+        if m is None:
+            mean, _ = person_stats(self.avatar)
+            return mean if mean is not None else None
+        return m
+
+    def blink_at(self, t: int) -> float:
+        return float(self._get(self._blink, t, 0.0))
+
+    def pose_at(self, t: int) -> np.ndarray:
+        return self._get(self._pose, t, np.zeros(6, np.float32))
+
+
+class PriorConditioner:
+    """Wraps a stream's Conditioner so each pushed chunk also feeds a LivePriorTracks (same audio, same
+    frame rule); reset/finish pass through."""
+
+    def __init__(self, inner: Conditioner, tracks: LivePriorTracks):
+        self.inner, self.tracks = inner, tracks
+
+    def reset(self) -> None:
+        self.inner.reset()
+        self.tracks.reset()
+
+    def push(self, wav: np.ndarray) -> List[np.ndarray]:
+        rows = self.inner.push(wav)
+        self.tracks.push(wav)
+        return rows
+
+    def finish(self) -> List[np.ndarray]:
+        rows = self.inner.finish()
+        self.tracks.push(np.zeros(0, np.float32))
+        return rows
+
+
+def live_prior_source(avatar: LoadedAvatar, prior_path, view: ViewConfig, fps: Optional[float] = None,
+                      pose: str = "fixed", pose_scale: float = 1.0, style=None, std_scale: bool = True,
+                      **kw) -> "AvatarSource":
+    """A streaming AvatarSource whose motion codes, blinks (and with pose="prior" head motion) come from
+    the prior over the audio received so far (LivePriorTracks): what `avatar serve` runs per client."""
+    fps = float(fps or avatar.fps)
+    tracks = LivePriorTracks(avatar, prior_path, fps, style=style, std_scale=std_scale)
+    posesrc = PriorPose(avatar.camera().resized(view.width, view.height), tracks, pose_scale) if pose == "prior" else None
+    src = AvatarSource(avatar, view, fps=fps, pose=posesrc, streaming=True, motion_fn=tracks.motion_at,
+                       blink_fn=tracks.blink_at, **kw)
+    src.conditioner = PriorConditioner(src.conditioner, tracks)
+    src.prior_tracks = tracks
+    return src
 
 
 class AvatarSource(StreamingSource):
@@ -250,8 +441,10 @@ class GaussianFrames:
     """Posed Gaussians of an avatar per video frame of some audio (numpy dicts): the same audio
     features, motion prior and blinks as `AvatarSource` (what `avatar drive` plays), without rendering."""
 
-    def __init__(self, ckpt: str, fps: Optional[float] = None, prior=None):
+    def __init__(self, ckpt: str, fps: Optional[float] = None, prior=None, pose: str = "fixed",
+                 pose_scale: float = 1.0, style=None, std_scale: bool = True):
         self.prior = prior
+        self.pose, self.pose_scale, self.style, self.std_scale = pose, float(pose_scale), style, std_scale
         self.procedural = ckpt == "procedural"
         if self.procedural:
             self.fps = float(fps or 25.0)
@@ -301,7 +494,10 @@ class GaussianFrames:
         from avatar.runtime.sources import audio_feature_config
 
         prior = recorded_prior(self.avatar, self.prior)
-        tracks = prior_motion(self.avatar, wav, self.fps, prior) if prior is not None else None
+        tracks = (prior_motion(self.avatar, wav, self.fps, prior, style=self.style, std_scale=self.std_scale)
+                  if prior is not None else None)
+        if self.pose == "prior" and tracks is None:
+            raise DriveError("--pose prior needs a motion prior (none is recorded, shipped or given)")
         feats = frame_features(wav, self.fps, n, audio_feature_config(self.model))  # [F, D]
         wins = feature_windows(feats, self.model.window)  # [F, 2k+1, D]
         with torch.no_grad():
@@ -311,9 +507,25 @@ class GaussianFrames:
                     continue
                 z = self.model.encode_audio(wins[t])
                 motion = None if tracks is None else torch.as_tensor(tracks.motion_at(t))
-                yield t, _numpy_gaussians(self.model.deformed(z, motion, torch.tensor(float(b))))
+                g = _numpy_gaussians(self.model.deformed(z, motion, torch.tensor(float(b))))
+                if self.pose == "prior":   # the head moves as drive's camera would move (same motion)
+                    V0 = self.avatar.camera().viewmat
+                    g = _move_gaussians(g, np.linalg.inv(V0) @ head_motion_viewmat(V0, tracks.pose_at(t), self.pose_scale))
+                yield t, g
 
 
 def _numpy_gaussians(g) -> Dict[str, np.ndarray]:
     keys = ("means", "quats", "scales", "opacities", "colors")
     return {k: np.asarray(g[k].detach().cpu().numpy() if hasattr(g[k], "detach") else g[k], np.float32) for k in keys}
+
+
+def _move_gaussians(g: Dict[str, np.ndarray], M: np.ndarray) -> Dict[str, np.ndarray]:
+    """Rigidly transform numpy Gaussians by the 4x4 M (means and rotations; wxyz quaternions)."""
+    from avatar.data.cameras import quat_mul, rotmat_to_quat
+
+    M = np.asarray(M, np.float64)
+    out = dict(g)
+    out["means"] = (g["means"].astype(np.float64) @ M[:3, :3].T + M[:3, 3]).astype(np.float32)
+    q = np.asarray(rotmat_to_quat(M[:3, :3]), np.float64).reshape(1, 4)
+    out["quats"] = np.asarray(quat_mul(np.broadcast_to(q, g["quats"].shape), g["quats"].astype(np.float64)), np.float32)
+    return out
