@@ -23,7 +23,7 @@ from avatar.io.atomic import atomic_write_json
 
 @dataclasses.dataclass
 class Demo:
-    """Run the demo: synth (or your --video) -> capture -> train (tiny) -> drive with new audio."""
+    """Run the demo: synth (or your --video) -> capture -> train (tiny, or cpu for --video) -> drive with new audio."""
 
     out: Path = Path("outputs/demo")
     """Output folder: demo.mp4, preview.png, metrics.json and one sub-folder per step."""
@@ -31,12 +31,13 @@ class Demo:
     """Your own talking-head video (mp4/mov/webm/avi); default: a synthetic one."""
     audio: Optional[Path] = None
     """Speech to drive the trained avatar with (any format); default: a different synthetic clip."""
-    preset: str = "tiny"
-    """Training preset (configs/): tiny finishes in minutes on a 2-core CPU."""
+    preset: Optional[str] = None
+    """Training preset (configs/); default: tiny for the synthetic demo (minutes on a 2-core CPU), cpu for
+    --video (a face-centred 224 px crop where the mouth is ~40 px wide: <= 20 min for a 20-60 s clip)."""
     seconds: float = 12.0
     """Length of the synthetic capture clip in seconds (ignored with --video)."""
-    size: int = 192
-    """Synthetic video size and capture crop size in pixels."""
+    size: Optional[int] = None
+    """Capture crop size in pixels (and the synthetic video's); default 192 synthetic, 512 for --video."""
     seed: int = 0
     """Seed of the synthetic capture; the driving clip uses seed + 1."""
     fresh: bool = False
@@ -58,6 +59,11 @@ def _step(name: str, done: bool) -> bool:
 
 def run_demo(cfg: Demo) -> dict:
     """Run every step (see module docstring); returns the metrics written to metrics.json."""
+    import dataclasses
+
+    own = cfg.video is not None
+    cfg = dataclasses.replace(cfg, preset=cfg.preset or ("cpu" if own else "tiny"),
+                              size=cfg.size or (512 if own else 192))
     from avatar.commands.drive import Drive
     from avatar.commands.synth import Synth
     from avatar.train.trainer import train
@@ -95,8 +101,10 @@ def run_demo(cfg: Demo) -> dict:
     ckpt = train_dir / "avatar.pt"
     if _step(f"3/4 train: preset {cfg.preset}", ckpt.is_file() and not cfg.fresh):
         t = time.perf_counter()
+        from avatar.commands.train import mediapipe_detector
+
         ckpt = train(data_dir, train_dir, preset=cfg.preset, resume=(train_dir / "checkpoints").is_dir()
-                     and not cfg.fresh)
+                     and not cfg.fresh, make_detector=mediapipe_detector)
         timings["train_s"] = time.perf_counter() - t
 
     # 4. drive with audio the avatar never heard

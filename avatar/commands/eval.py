@@ -275,13 +275,12 @@ def _what(name: str, path: Path, cfg: Eval) -> str:
 def _video_fps(path: Path) -> Optional[float]:
     if Path(path).is_dir():
         return None
-    from avatar.media.ffmpeg import probe
+    from avatar.media.probe import probe
 
     try:
-        v = probe(path).video
+        return probe(path, count_frames=False).fps or None
     except ValueError:
         return None
-    return getattr(v, "fps", None) if v is not None else None
 
 
 class _CaptureFrames:
