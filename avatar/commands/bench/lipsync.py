@@ -196,13 +196,13 @@ def _shifted(ref, k: int = 1):
 def run_bench(b: BenchLipsync) -> Dict:
     from avatar.data import load_capture
     from avatar.eval.report import write_json, write_report
-    from avatar.prior.api import shipped_prior
+    from avatar.prior.api import default_prior
     from avatar.runtime.sources import load_avatar
 
     work = Path(b.work)
     work.mkdir(parents=True, exist_ok=True)
     split = json.loads(Path(b.split).read_text())
-    prior = Path(b.prior) if b.prior else shipped_prior()
+    prior = Path(b.prior) if b.prior else default_prior()
     heldout = [stem for stem, c in split["clips"].items() if c["split"] == "heldout"]
     if b.person_clip not in heldout:
         raise ValueError(f"--person-clip {b.person_clip}: not a held-out identity of {b.split}")
