@@ -17,7 +17,8 @@ from websockets.asyncio.client import connect  # noqa: E402
 from avatar.runtime.stream import Backdrop, StreamingSource
 from avatar.audio.stream import MouthEnvelope
 from avatar.audio.timeline import num_frames  # noqa: E402
-from avatar.runtime.server import HEADER, MAGIC, AvatarServer, ServerConfig
+from avatar.runtime.protocol import HEADER, MAGIC
+from avatar.runtime.server import AvatarServer, ServerConfig
 from avatar.runtime.client import stream_audio  # noqa: E402
 
 

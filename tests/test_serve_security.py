@@ -18,7 +18,8 @@ websockets = pytest.importorskip("websockets")
 from websockets.asyncio.client import connect  # noqa: E402
 
 from avatar.runtime.client import stream_audio  # noqa: E402
-from avatar.runtime.server import MEDIA_TYPES, AvatarServer, ServerConfig, json_depth  # noqa: E402
+from avatar.runtime.server import MEDIA_TYPES, AvatarServer, ServerConfig
+from avatar.runtime.protocol import json_depth  # noqa: E402
 
 from test_serve_protocol import expect_error, flat_factory, tone, wait_idle  # noqa: E402
 

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from avatar.audio.timeline import SAMPLE_RATE
-from avatar.runtime.server import HEADER, MAGIC
+from avatar.runtime.protocol import HEADER, MAGIC
 
 
 # ----------------------------------------------------------------------------- a Python client
