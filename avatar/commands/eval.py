@@ -70,8 +70,8 @@ class Eval:
     """Frames sampled into each contact sheet."""
     backend: str = "auto"
     """Rasterizer backend for CKPT rendering (auto, cuda, gsplat, cpu, torch)."""
-    device: str = "cpu"
-    """Torch device of the model for CKPT rendering."""
+    device: str = "auto"
+    """Torch device of the model for CKPT rendering: auto (CUDA when present), cpu, cuda."""
     motion: Literal["tracked", "prior", "none"] = "tracked"
     """CKPT rendering: motion codes from tracking (teacher forcing: what the avatar reproduces), from the
     motion prior on the audio (what audio alone gives), or none (the person's mean expression)."""

@@ -134,10 +134,13 @@ def apply_capture_defaults(avatar: LoadedAvatar, ds) -> LoadedAvatar:
     return avatar
 
 
-def load_avatar(path, device: str = "cpu") -> LoadedAvatar:
-    """Load an avatar checkpoint (torch.load weights_only=True) keeping its meta dict."""
+def load_avatar(path, device: str = "auto") -> LoadedAvatar:
+    """Load an avatar checkpoint (torch.load weights_only=True) keeping its meta dict, on `device`
+    ("auto": CUDA when present, else the CPU)."""
     from avatar.model.avatar import AvatarModel
+    from avatar.model.device import resolve_device
 
+    device = resolve_device(device)[0]
     d = AvatarModel.read_checkpoint(path, device)
     model = AvatarModel.from_checkpoint_dict(d, str(path)).to(device).eval()
     meta = d.get("meta") or {}

@@ -124,8 +124,8 @@ class TrainConfig:
     """Seed of every random choice (init, frame order, densification)."""
     backend: str = "auto"
     """Rasterizer backend (avatar.ops.rasterize: auto | cuda | gsplat | cpu | torch)."""
-    device: str = "cpu"
-    """torch device ("cpu", "cuda")."""
+    device: str = "auto"
+    """torch device: "auto" (CUDA when present, else CPU; printed at start), "cpu", "cuda" or "cuda:N"."""
     checkpoint_every: int = 200
     """Steps between training checkpoints (a kill loses at most this many steps)."""
     keep_checkpoints: int = 2

@@ -184,7 +184,12 @@ class Trainer:
         self.progress = progress
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
-        self.device = torch.device(cfg.device)
+        from avatar.model.device import resolve_device
+
+        dev, why = resolve_device(cfg.device)
+        self.device = torch.device(dev)
+        if progress:
+            print(f"[train] device: {dev} ({why})", flush=True)
         # --prior: motion codes in the prior's space drive the deformation; meta tells `avatar drive` the prior
         motion, self.prior_meta = prepare_prior(cfg, dataset, self.out, reuse_finetuned=resume,
                                                 log=(lambda m: print(f"[train] {m}")) if progress else None)
