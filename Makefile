@@ -3,7 +3,7 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 PIP     := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt
-NATIVE  := $(wildcard cuda/include/*/*.h cuda/include/*/*.cuh cuda/csrc/*.cpp cuda/csrc/*/*.cpp cuda/csrc/*/*.cu)
+NATIVE  := $(wildcard cuda/include/*/*.h cuda/include/*/*.cuh cuda/csrc/*.h cuda/csrc/*.cpp cuda/csrc/*/*.cpp cuda/csrc/*/*.cu)
 
 .PHONY: setup demo test test-setup cuda-check cuda-build clean
 
