@@ -35,6 +35,7 @@ COMMANDS: Dict[str, Spec] = {
         "drive": ("avatar.commands.bench.drive", "BenchDrive"),
         "capture": ("avatar.commands.bench.capture", "BenchCapture"),
         "prior": ("avatar.commands.bench.prior", "BenchPrior"),
+        "lipsync": ("avatar.commands.bench.lipsync", "BenchLipsync"),
     },
 }
 
@@ -76,9 +77,37 @@ def _union(entries: Dict[str, Spec], argv: Sequence[str] = ()) -> Any:
 def entrypoint(argv: list[str] | None = None) -> None:
     """Parse `avatar <command> ...` and run the command's `main()`."""
     args = list(argv if argv is not None else sys.argv[1:])
-    cmd = tyro.cli(_union(COMMANDS, args), args=args,
-                   prog="avatar", description="Gaussian-splatting talking-head avatars.")
+    try:
+        cmd = tyro.cli(_union(COMMANDS, args), args=args,
+                       prog="avatar", description="Gaussian-splatting talking-head avatars.")
+    except KeyboardInterrupt:  # Ctrl-C while the command modules import (torch takes seconds)
+        print(f"avatar {_name(args)}: interrupted", file=sys.stderr)
+        sys.exit(130)
     sys.exit(run_command(cmd, args))
+
+
+# what a rerun does after Ctrl-C, for the commands that resume
+RESUME = {"capture": "rerun the same command to resume (finished stages are kept)",
+          "train": "rerun with --resume to continue from the last checkpoint"}
+
+
+def _name(args: Sequence[str]) -> str:
+    return " ".join(a for a in args[:2] if not a.startswith("-") and a in _names()) or "command"
+
+
+def _interrupt_on_sigterm():
+    """SIGTERM (kill, a closed terminal's job control) unwinds like Ctrl-C, so temporary files and folders
+    are removed on that exit path too. -> a function restoring the previous handler."""
+    import signal
+    import threading
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    old = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, old)
 
 
 def run_command(cmd: Any, args: Sequence[str]) -> int:
@@ -86,16 +115,20 @@ def run_command(cmd: Any, args: Sequence[str]) -> int:
     one line, exit 130)."""
     from avatar.commands import EXIT_INTERRUPTED, fail, is_user_error
 
-    name = " ".join(a for a in args[:2] if not a.startswith("-") and a in _names()) or "command"
+    name = _name(args)
+    restore = _interrupt_on_sigterm()
     try:
         result = cmd.main()
     except KeyboardInterrupt:
-        print(f"avatar {name}: interrupted; rerun the same command to resume where it can", file=sys.stderr)
+        hint = RESUME.get(name.split()[0])
+        print(f"avatar {name}: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     except Exception as e:  # noqa: BLE001 - user errors become one line; bugs keep their traceback
         if not is_user_error(e):
             raise
         return fail(name, e)
+    finally:
+        restore()
     return result if isinstance(result, int) else 0
 
 

@@ -72,3 +72,41 @@ class CaptureConfig:
     """Worker threads for image decode/encode."""
     report: bool = True
     """Write report/ (contact sheet, plots, summary.json)."""
+
+
+MAX_FPS = 120.0
+MAX_SIZE = 4096
+
+
+def check_config(cfg: CaptureConfig) -> None:
+    """Refuse impossible option values before any stage runs (CaptureError naming the flag)."""
+    from .errors import CaptureError
+
+    def need(ok: bool, flag: str, value, expected: str) -> None:
+        if not ok:
+            raise CaptureError(f"{flag} {value}: expected {expected}")
+
+    need(0 < cfg.fps <= MAX_FPS, "--fps", cfg.fps, f"a frame rate in (0, {MAX_FPS:g}]")
+    need(16 <= cfg.size <= MAX_SIZE, "--size", cfg.size, f"a crop side in pixels in [16, {MAX_SIZE}]")
+    need(64 <= cfg.work_max_size <= 2 * MAX_SIZE, "--work-max-size", cfg.work_max_size,
+         f"pixels in [64, {2 * MAX_SIZE}]")
+    need(cfg.crop_scale > 0, "--crop-scale", cfg.crop_scale, "a number > 0")
+    need(cfg.crop_smooth_s >= 0, "--crop-smooth-s", cfg.crop_smooth_s, "seconds >= 0")
+    need(cfg.raw_max_gb >= 0, "--raw-max-gb", cfg.raw_max_gb, "gigabytes >= 0")
+    need(cfg.max_faces >= 1, "--max-faces", cfg.max_faces, "an integer >= 1")
+    need(0 < cfg.min_detection_confidence <= 1, "--min-detection-confidence", cfg.min_detection_confidence,
+         "a probability in (0, 1]")
+    need(cfg.focal is None or cfg.focal > 0, "--focal", cfg.focal, "a focal length in pixels > 0")
+    need(cfg.pose_smooth_sigma >= 0, "--pose-smooth-sigma", cfg.pose_smooth_sigma, "frames >= 0")
+    need(0 < cfg.blink_closed_ratio < 1, "--blink-closed-ratio", cfg.blink_closed_ratio, "a ratio in (0, 1)")
+    need(cfg.min_seconds >= 0, "--min-seconds", cfg.min_seconds, "seconds >= 0")
+    need(cfg.long_loss_s >= 0, "--long-loss-s", cfg.long_loss_s, "seconds >= 0")
+    need(cfg.max_av_offset_s >= 0, "--max-av-offset-s", cfg.max_av_offset_s, "seconds >= 0")
+    need(0 <= cfg.holdout_fraction < 1, "--holdout-fraction", cfg.holdout_fraction, "a fraction in [0, 1)")
+    need(0 <= cfg.png_compression <= 9, "--png-compression", cfg.png_compression, "a level in 0..9")
+    need(1 <= cfg.jpeg_quality <= 100, "--jpeg-quality", cfg.jpeg_quality, "a quality in 1..100")
+    need(0 < cfg.seg_threshold < 1, "--seg-threshold", cfg.seg_threshold, "a probability in (0, 1)")
+    need(cfg.background_frames >= 1, "--background-frames", cfg.background_frames, "an integer >= 1")
+    need(1 <= cfg.threads <= 256, "--threads", cfg.threads, "an integer in 1..256")
+    if cfg.known_landmarks is not None and not Path(cfg.known_landmarks).is_file():
+        raise CaptureError(f"--known-landmarks {cfg.known_landmarks}: file not found (expected a ground_truth.npz)")

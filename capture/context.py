@@ -51,6 +51,7 @@ class Context:
         self.log = log
         self.warnings: List[str] = []
         self.info: Dict = {}
+        self.owned = None  # avatar.io.outdir.OwnedDir of the output folder (claimed by capture.pipeline.run)
 
     def warn(self, msg: str) -> None:
         self.warnings.append(msg)

@@ -45,7 +45,9 @@ class MediapipeBackend:
     name = "mediapipe"
 
     def __init__(self, max_faces: int = 3, min_confidence: float = 0.5, check_every: int = 5):
-        import mediapipe as mp
+        from .noise import import_mediapipe
+
+        mp = import_mediapipe()
 
         self._mp = mp
         self._max = max(1, max_faces)

@@ -21,7 +21,9 @@ class PersonSegmenter:
     """mediapipe SelfieSegmentation (model 0, 256x256) -> person probability at the frame size."""
 
     def __init__(self):
-        import mediapipe as mp
+        from .noise import import_mediapipe
+
+        mp = import_mediapipe()
 
         self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
 

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 from avatar.io.atomic import atomic_write_json
-from capture.config import CaptureConfig
+from avatar.io.outdir import claim_dir
+from capture.config import CaptureConfig, check_config
+from capture.noise import native_noise_filtered
 from capture.context import DEPS, STAGES, Context
 
 from .errors import CaptureError
@@ -40,9 +42,15 @@ def run(ctx: Context, only: Sequence[str] = (), skip: Sequence[str] = (), from_:
     """Run the pipeline; returns {stage: "ran" | "skipped (done)" | "not selected"}."""
     from . import stages as S
 
+    sel, forced = select_stages(only, skip, from_)
+    check_config(ctx.cfg)
+    if ctx.rig is not None and not ctx.rig.exists():
+        raise CaptureError(f"--rig {ctx.rig}: not found (expected a nerfstudio transforms.json, or a folder "
+                           f"with COLMAP text cameras.txt + images.txt)")
+    ctx.owned = claim_dir(ctx.out, "capture", arg="--out", inputs=[*ctx.inputs, ctx.rig], adopt=adopt_capture)
+    ctx.owned.add(".capture/", "report/")
     ctx.work.mkdir(parents=True, exist_ok=True)
     (ctx.work / "stages").mkdir(exist_ok=True)
-    sel, forced = select_stages(only, skip, from_)
     status = {s: "not selected" for s in STAGES}
     for stage in sel:
         if not overwrite and stage not in forced and ctx.done(stage):
@@ -58,7 +66,8 @@ def run(ctx: Context, only: Sequence[str] = (), skip: Sequence[str] = (), from_:
             marker.unlink()  # invalid until this run finishes
         ctx.warnings = []
         t0, c0 = time.perf_counter(), time.process_time()
-        info = getattr(S, f"stage_{stage}")(ctx) or {}
+        with native_noise_filtered():  # mediapipe / TF Lite log lines (capture.noise)
+            info = getattr(S, f"stage_{stage}")(ctx) or {}
         dt, dc = time.perf_counter() - t0, time.process_time() - c0
         atomic_write_json(marker, {"stage": stage, "hash": ctx.stage_hash(stage), "seconds": round(dt, 3),
                                    "cpu_seconds": round(dc, 3),
@@ -67,6 +76,22 @@ def run(ctx: Context, only: Sequence[str] = (), skip: Sequence[str] = (), from_:
         status[stage] = "ran"
         ctx.log(f"[capture] {stage}: {dt:.2f} s")
     return status
+
+
+def adopt_capture(root: Path):
+    """A capture folder written before folders carried a marker (.capture/stages/ is the pipeline's own):
+    -> the files of the capture layout found there (avatar.io.outdir adopts it), else None."""
+    import re
+
+    from avatar.data import schema
+
+    if not (root / ".capture" / "stages").is_dir():
+        return None
+    files = [f for f in (schema.TRANSFORMS, schema.AUDIO, schema.TRACKS, schema.BACKGROUND) if (root / f).is_file()]
+    for d in (schema.IMAGES_DIR, schema.MASKS_DIR):
+        if (root / d).is_dir():
+            files += [f"{d}/{x.name}" for x in (root / d).iterdir() if re.fullmatch(r"\d{6}\.(png|jpg)", x.name)]
+    return files + [".capture/", "report/"]
 
 
 def capture(inputs, out, *, rig=None, only=(), skip=(), from_=None, overwrite=False, log=print, **options):

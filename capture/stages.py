@@ -385,6 +385,8 @@ def stage_tracking(ctx: Context) -> Dict:
         r = track(L["landmarks2d"], L["valid"], size, focal=focal,
                   K=np.asarray(st["K"]) if st["K"] is not None else None,
                   smooth_sigma=cfg.pose_smooth_sigma, blink_closed_ratio=cfg.blink_closed_ratio)
+        if r.get("focal_warning"):
+            ctx.warn(f"camera {cam}: {r['focal_warning']}")
         r["valid"] = L["valid"]
         r["landmarks2d"] = L["landmarks2d"]
         results[cam] = r
@@ -530,7 +532,7 @@ def stage_write(ctx: Context) -> Dict:
         return img, mask
 
     w = CaptureWriter(ctx.out, fps=cfg.fps, image_ext=cfg.image_format, png_compression=cfg.png_compression,
-                      jpeg_quality=cfg.jpeg_quality, num_threads=max(1, cfg.threads))
+                      jpeg_quality=cfg.jpeg_quality, num_threads=max(1, cfg.threads), owned=ctx.owned)
     with ThreadPoolExecutor(max(1, cfg.threads)) as pool:
         for (n, cam), (img, mask) in zip(entries, pool.map(load, entries)):
             t = T[cam]

@@ -83,6 +83,28 @@ def estimate_focal(lm2d: np.ndarray, valid: np.ndarray, size, max_frames: int = 
     return float((lo + hi) / 2)
 
 
+FOV_RANGE_DEG = (25.0, 100.0)
+"""Horizontal fields of view (of the longer image side) a focal estimate may imply: phone, webcam and
+camcorder lenses lie inside; outside it the estimate is weakly constrained (a small or distant face has
+almost no perspective, e.g. two people in a wide shot), not a real lens."""
+
+
+def plausible_focal(f: float, size) -> tuple:
+    """(focal, warning or None): an estimate whose field of view is outside FOV_RANGE_DEG is clamped to the
+    nearest bound (and the warning says so and names --focal)."""
+    side = max(size)
+    lo = side / 2 / np.tan(np.radians(FOV_RANGE_DEG[1]) / 2)
+    hi = side / 2 / np.tan(np.radians(FOV_RANGE_DEG[0]) / 2)
+    if lo <= f <= hi:
+        return float(f), None
+    g = float(min(max(f, lo), hi))
+    fov = np.degrees(2 * np.arctan(side / 2 / f))
+    return g, (f"focal length estimate {f:.0f} px ({fov:.0f} deg field of view) is outside the plausible "
+               f"{FOV_RANGE_DEG[0]:g}-{FOV_RANGE_DEG[1]:g} deg (the face is small in the frame, so perspective "
+               f"barely constrains it); using {g:.0f} px at the working size {size[0]}x{size[1]}: pass "
+               f"--focal PIXELS if you know the lens")
+
+
 def gaussian_smooth(x: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian filter along axis 0 (edge-replicated), x [F, ...]."""
     if sigma <= 0 or len(x) < 2:
@@ -144,9 +166,10 @@ def track(lm2d: np.ndarray, valid: np.ndarray, size, *, focal: Optional[float] =
     blink [F], mouth_open [F], rms [F] (PnP reprojection error, px), focal (float)."""
     w, h = size
     F = lm2d.shape[0]
+    focal_warning = None
     if K is None:
         if focal is None:
-            focal = estimate_focal(lm2d, valid, size)
+            focal, focal_warning = plausible_focal(estimate_focal(lm2d, valid, size), size)
         K = _K(focal, w, h)
     K = np.asarray(K, np.float64)
     idx = rigid_indices()
@@ -177,7 +200,7 @@ def track(lm2d: np.ndarray, valid: np.ndarray, size, *, focal: Optional[float] =
         blink[valid] = blink_from_ear(ear[valid], blink_closed_ratio)
     mouth = np.where(valid, face_model.mouth_openness(lm3), 0.0).astype(np.float32)
     return {"K": K, "head_pose": pose, "landmarks3d": lm3, "blink": blink, "mouth_open": mouth,
-            "rms": rms, "focal": float(K[0, 0])}
+            "rms": rms, "focal": float(K[0, 0]), "focal_warning": focal_warning}
 
 
 def rotation_angles_deg(head_pose: np.ndarray) -> np.ndarray:

@@ -131,7 +131,7 @@ def test_read_renders_maps_full_and_split_length_inputs(may):
     (dict(renders="{root}/missing.mp4", data="{cap}"), "missing.mp4 does not exist"),
     (dict(compare=("nonsense",), data="{cap}"), "expected NAME=PATH"),
     (dict(renders="{cap}/images", compare=("images={cap}/images",), data="{cap}"), "given twice"),
-    (dict(renders="{cap}/images", data="{root}/nope"), "capture folder does not exist"),
+    (dict(renders="{cap}/images", data="{root}/nope"), "does not exist; expected a capture folder"),
     (dict(renders="{cap}/masks", data="{cap}", lpips_weights="{root}/nope"), "--lpips-weights"),
 ])
 def test_bad_input_is_one_line_exit_2(may, capsys, kwargs, message):

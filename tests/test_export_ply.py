@@ -11,8 +11,9 @@ from avatar.runtime.sources import load_avatar
 
 from test_drive_video import tiny_checkpoint  # noqa: E402  (tests/ is on sys.path under pytest)
 
-PROPS = (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
-          "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
+# the reference 3DGS layout (degree-3 SH: f_rest_0..44, zero-filled for the avatar's RGB colours)
+PROPS = (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"] + [f"f_rest_{i}" for i in range(45)]
+         + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,8 @@ def test_export_canonical_avatar(ckpt, tmp_path):
     from avatar.io.ply import read_ply  # the project's own reader agrees
 
     s = read_ply(out)
-    assert s.means.shape == (660, 3) and s.sh.shape == (660, 1, 3)
+    assert s.means.shape == (660, 3) and s.sh.shape == (660, 16, 3)  # degree-3 slots, zero-filled
+    assert not s.sh[:, 1:].any()
 
 
 def test_export_deformed_frames_follow_the_audio(ckpt, tmp_path):
@@ -73,7 +75,8 @@ def test_export_deformed_frames_follow_the_audio(ckpt, tmp_path):
     files = Export(str(ckpt), audio=tmp_path / "a.wav", frames=tmp_path / "frames").run()
     n = num_frames(len(wav), 25.0)
     assert len(files) == n == 13
-    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == [f"frame_{i:06d}.ply" for i in range(n)]
+    assert sorted(p.name for p in (tmp_path / "frames").glob("*.ply")) == [f"frame_{i:06d}.ply" for i in range(n)]
+    assert (tmp_path / "frames" / ".avatar-output.json").is_file()  # the folder is marked as made by export
     gen = GaussianFrames(str(ckpt))
     ref = dict(gen.frames(wav))
     canon = gen.canonical()

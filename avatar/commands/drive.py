@@ -17,7 +17,6 @@ per eye (OUT.left.mp4, OUT.right.mp4).
 from __future__ import annotations
 
 import functools
-import os
 import shutil
 import tempfile
 import time
@@ -30,6 +29,11 @@ import tyro
 from avatar.audio.timeline import SAMPLE_RATE
 from avatar.commands import fail
 from avatar.runtime.blink import BlinkConfig
+
+MAX_SIDE = 4096
+"""Largest --width/--height per eye (pixels)."""
+MAX_FPS = 120.0
+"""Highest --fps."""
 
 
 @dataclass
@@ -133,6 +137,10 @@ class Drive:
         h = self.height or (base.height if not self.width else round(base.height * w / base.width))
         if w % 2 or h % 2 or w < 2 or h < 2:
             raise DriveError(f"--width/--height must be positive and even (H.264 yuv420p), got {w}x{h}")
+        if w > MAX_SIDE or h > MAX_SIDE:
+            raise DriveError(f"--width/--height {w}x{h}: at most {MAX_SIDE} pixels per side (per eye)")
+        if not 0 < fps <= MAX_FPS:
+            raise DriveError(f"--fps {fps:g}: expected a frame rate in (0, {MAX_FPS:g}]")
         view = ViewConfig(w, h, self.stereo, self.ipd, self.backend)
         if self.pose == "fixed":
             pose = FixedPose(base.resized(w, h))
@@ -229,33 +237,49 @@ class Drive:
         from avatar.media.video import VideoWriter
         from avatar.runtime.stream import Backdrop
 
-        wav = load_audio(self.audio)  # [S] float32 16 kHz
+        from avatar.io.outdir import check_dir, check_writable_parent, refuse_input_as_output
+
+        out = Path(self.out)
+        if out.suffix.lower() != ".mp4":
+            raise DriveError(f"--out must be an .mp4 file, got {out}")
+        if out.is_dir():
+            raise DriveError(f"--out {out} is a folder; expected an .mp4 file path")
+        inputs = [self.audio, self.ckpt, self.data, self.plate, self.camera_path, self.style, self.prior]
+        outs = [out] + ([out.with_name(f"{out.stem}.{eye}.mp4") for eye in ("left", "right")]
+                        if self.stereo and self.eyes else [])
+        for o in outs:
+            refuse_input_as_output(o, inputs, "--out")
+            check_writable_parent(o, "--out")
+        png_dir = None
+        if self.background == "transparent":  # checked before any rendering: ours, new, or refused
+            png_dir = Path(self.png_dir or out.with_name(out.stem + "_rgba"))
+            check_dir(png_dir, "frames", arg="--png-dir", inputs=inputs)
+        wav = load_audio(self.audio)  # [S] float32 16 kHz (at most avatar.media.audio.MAX_AUDIO_SECONDS)
         if len(wav) == 0:
             raise DriveError(f"--audio {self.audio}: no audio samples")
         src = self.build_source(wav)
         n_total = num_frames(len(wav), src.fps)
-        out = Path(self.out)
-        if out.suffix.lower() != ".mp4":
-            raise DriveError(f"--out must be an .mp4 file, got {out}")
         W, H = src.width * src.views, src.height
-        writers = [VideoWriter(out, src.fps, W, H, audio=wav, sr=SAMPLE_RATE, crf=self.crf)]
-        extra = []
-        if self.stereo and self.eyes:
-            for eye in ("left", "right"):
-                p = out.with_name(f"{out.stem}.{eye}.mp4")
-                writers.append(VideoWriter(p, src.fps, src.width, H, audio=wav, sr=SAMPLE_RATE, crf=self.crf))
-                extra.append(p)
-        png_tmp = png_dir = None
-        if self.background == "transparent":
-            png_dir = Path(self.png_dir or out.with_name(out.stem + "_rgba"))
-            png_dir.parent.mkdir(parents=True, exist_ok=True)
-            png_tmp = Path(tempfile.mkdtemp(prefix=f".{png_dir.name}.", dir=png_dir.parent))
-            extra.append(png_dir)
+        writers, extra = [], []
+        png_tmp = None
         preview = Backdrop("color", tuple(self.bg_color))
         count = 0
         t0 = time.perf_counter()
         try:
             import cv2
+
+            from avatar.io.progress import Progress
+
+            # the mp4s carry the user's own audio file (its rate and channels); the model hears 16 kHz mono
+            writers.append(VideoWriter(out, src.fps, W, H, crf=self.crf, audio_file=self.audio))
+            for p in outs[1:]:
+                writers.append(VideoWriter(p, src.fps, src.width, H, crf=self.crf, audio_file=self.audio))
+                extra.append(p)
+            if png_dir is not None:
+                png_dir.parent.mkdir(parents=True, exist_ok=True)
+                png_tmp = Path(tempfile.mkdtemp(prefix=f".{png_dir.name}.", dir=png_dir.parent))
+                extra.append(png_dir)
+            progress = Progress(n_total, "drive", unit="frame")
 
             def consume(frames):
                 nonlocal count
@@ -277,6 +301,7 @@ class Drive:
                         writers[1].write(views[0])
                         writers[2].write(views[1])
                     count += 1
+                    progress.update(count)
             step = SAMPLE_RATE  # push 1 s at a time: memory stays bounded for long audio
             for i in range(0, len(wav), step):
                 consume(src.push_audio(wav[i:i + step]))
@@ -284,13 +309,15 @@ class Drive:
             if count != n_total:
                 raise AssertionError(f"rendered {count} frames, expected {n_total}")
             render_s = time.perf_counter() - t0
+            progress.close()
             for w in writers:
                 w.close()
             if png_tmp is not None:
+                from avatar.io.outdir import publish_dir
                 from avatar.media.audio import save_wav
 
                 save_wav(png_tmp / "audio.wav", wav, SAMPLE_RATE)
-                _replace_dir(png_tmp, png_dir)
+                publish_dir(png_tmp, png_dir, "frames", arg="--png-dir")
         except BaseException:
             for w in writers:
                 w.abort()
@@ -301,13 +328,3 @@ class Drive:
                 "render_fps": count / max(render_s, 1e-9), "extra_outputs": extra,
                 "width": W, "height": H}
 
-
-def _replace_dir(tmp: Path, dst: Path) -> None:
-    """Move a finished folder into place (an existing one is replaced only once the new one exists)."""
-    old = None
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old.{os.getpid()}")
-        os.replace(dst, old)
-    os.replace(tmp, dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

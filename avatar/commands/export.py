@@ -64,6 +64,7 @@ class Export:
             raise DriveError("give either --frame N (one .ply) or --frames DIR (all frames), not both")
         if self.frame is not None and self.frame < 0:
             raise DriveError(f"--frame must be >= 0, got {self.frame}")
+        self._check_outputs()
         gen = GaussianFrames(self.ckpt, self.fps, prior=self.prior)
         if self.frame is None and self.frames is None:
             write_ply(self.out, to_splat(gen.canonical()))
@@ -76,15 +77,44 @@ class Export:
             for t, g in gen.frames(wav, only=self.frame):
                 write_ply(self.out, to_splat(g))
             return [self.out]
+        from avatar.io.outdir import claim_dir
+        from avatar.io.progress import Progress
+
+        owned = claim_dir(self.frames, "ply-frames", arg="--frames", inputs=self._inputs())
         out = []
         limit = self.max_frames if self.max_frames is not None else math.inf
+        progress = Progress(int(min(limit, gen.num_frames(wav))), "export", unit="frame")
         for t, g in gen.frames(wav):
             if t >= limit:
                 break
-            p = Path(self.frames) / f"frame_{t:06d}.ply"
+            name = f"frame_{t:06d}.ply"
+            owned.add(name)  # listed before it exists: a rerun replaces only the files listed
+            p = Path(self.frames) / name
             write_ply(p, to_splat(g))
             out.append(p)
+            progress.update(len(out))
+        progress.close()
         return out
+
+    def _inputs(self) -> list:
+        return [self.ckpt, self.audio, self.data, self.prior, getattr(self, "style", None)]
+
+    def _check_outputs(self) -> None:
+        """--out / --frames: never an input, never a folder where a file goes; checked before any work."""
+        from avatar.audio.timeline import DriveError
+        from avatar.io.outdir import check_dir, check_writable_parent, refuse_input_as_output
+
+        if self.frames is None:
+            out = Path(self.out)
+            if out.is_dir():
+                raise DriveError(f"--out {out} is a folder; expected a .ply file path (use --frames DIR for "
+                                 f"one .ply per frame)")
+            if out.suffix.lower() != ".ply":
+                raise DriveError(f"--out must be a .ply file, got {out}")
+            refuse_input_as_output(out, self._inputs(), "--out")
+            check_writable_parent(out, "--out")
+        else:
+            check_dir(self.frames, "ply-frames", arg="--frames", inputs=self._inputs())
 
     def _wav(self) -> np.ndarray:
         from avatar.audio.timeline import DriveError

@@ -70,9 +70,16 @@ class CaptureDataset:
         self.root = Path(root)
         tj = self.root / schema.TRANSFORMS
         if not self.root.is_dir():
-            raise DatasetError("capture folder does not exist", self.root, "write")
+            what = "is a file" if self.root.exists() else "does not exist"
+            raise DatasetError(f"{what}; expected a capture folder written by `avatar capture VIDEO --out "
+                               f"FOLDER`", self.root)
         if not tj.is_file():
-            raise DatasetError("missing (an unfinished or interrupted capture)", tj, "write")
+            if any((self.root / n).exists() for n in (".capture", ".avatar-output.json", schema.IMAGES_DIR)):
+                raise DatasetError(f"missing (the capture stage 'write' writes it last): {self.root} is an "
+                                   f"unfinished (interrupted or failed) capture; rerun the same `avatar capture "
+                                   f"... --out {self.root}` command to finish it", tj)
+            raise DatasetError(f"missing: {self.root} is not a capture folder (expected one written by "
+                               f"`avatar capture VIDEO --out FOLDER`)", tj)
         try:
             meta = json.loads(tj.read_text())
         except (OSError, ValueError) as e:

@@ -6,7 +6,6 @@ without it is an unfinished capture and `load_capture` refuses it.
 """
 from __future__ import annotations
 
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -18,6 +17,7 @@ from .cameras import opengl_c2w_from_viewmat, rigid_inverse
 from avatar.media.audio import save_wav
 from avatar.media.timeline import SAMPLE_RATE
 from avatar.io.atomic import atomic_path, atomic_write_bytes, atomic_write_json
+from avatar.io.outdir import claim_dir
 
 
 def _as_uint8(img: np.ndarray) -> np.ndarray:
@@ -59,7 +59,7 @@ class CaptureWriter:
     """
 
     def __init__(self, root, *, fps: float, image_ext: str = "png", png_compression: int = 1,
-                 jpeg_quality: int = 95, num_threads: int = 2, clean: bool = True):
+                 jpeg_quality: int = 95, num_threads: int = 2, clean: bool = True, owned=None):
         if image_ext not in ("png", "jpg"):
             raise ValueError(f"CaptureWriter: image_ext must be 'png' or 'jpg', got {image_ext!r}")
         if not fps > 0:
@@ -69,19 +69,22 @@ class CaptureWriter:
         self.image_ext = image_ext
         self.png_compression = png_compression
         self.jpeg_quality = jpeg_quality
-        self.root.mkdir(parents=True, exist_ok=True)
+        # the folder must be ours (avatar.io.outdir): new, empty, or made by avatar capture; only files
+        # listed in its manifest are ever replaced or removed (a user's own files there stay)
+        self.owned = owned if owned is not None else claim_dir(self.root, "capture")
+        self.owned.add(schema.TRANSFORMS, schema.AUDIO, schema.TRACKS, schema.BACKGROUND)
         tj = self.root / schema.TRANSFORMS
         if tj.exists():
             tj.unlink()  # the folder is being rewritten: unfinished until close()
-        for d in (schema.IMAGES_DIR, schema.MASKS_DIR):
-            p = self.root / d
-            if clean and p.exists():
-                shutil.rmtree(p)
-            p.mkdir(exist_ok=True)
         if clean:
+            for d in (schema.IMAGES_DIR, schema.MASKS_DIR):
+                self.owned.remove_owned(d + "/")
             for f in (schema.AUDIO, schema.TRACKS, schema.BACKGROUND):
                 if (self.root / f).exists():
                     (self.root / f).unlink()
+        for d in (schema.IMAGES_DIR, schema.MASKS_DIR):
+            (self.root / d).mkdir(exist_ok=True)
+        self._listed = 0  # frames whose file names are already in the manifest (written ahead)
         self._pool = ThreadPoolExecutor(max(1, num_threads))
         self._futures: List = []
         self._frames: List[Dict] = []
@@ -115,6 +118,11 @@ class CaptureWriter:
         name = f"{i:06d}"
         img_rel = f"{schema.IMAGES_DIR}/{name}.{self.image_ext}"
         mask_rel = f"{schema.MASKS_DIR}/{name}.png"
+        if i >= self._listed:  # list the next 256 frames' files before any of them exists
+            ahead = range(i, i + 256)
+            self.owned.add(*[f"{schema.IMAGES_DIR}/{k:06d}.{self.image_ext}" for k in ahead],
+                           *[f"{schema.MASKS_DIR}/{k:06d}.png" for k in ahead])
+            self._listed = i + 256
         self._futures.append(self._pool.submit(self._write_image, self.root / img_rel, image, self.image_ext))
         self._futures.append(self._pool.submit(self._write_image, self.root / mask_rel, mask, "png"))
         K = np.asarray(K, np.float64)
@@ -213,6 +221,11 @@ class CaptureWriter:
         if extra:
             avatar.update(extra)
         out["avatar"] = avatar
+        unused = {f"{d}/{k:06d}.{e}" for k in range(n, self._listed)
+                  for d, e in ((schema.IMAGES_DIR, self.image_ext), (schema.MASKS_DIR, "png"))}
+        if unused & self.owned.files:  # names listed ahead for frames that never came
+            self.owned.files -= unused
+            self.owned.save()
         path = self.root / schema.TRANSFORMS
         atomic_write_json(path, out)
         self._closed = True

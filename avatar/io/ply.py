@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
+from typing import Dict
 
 from avatar.io.atomic import atomic_path
 
@@ -107,3 +108,32 @@ def read_ply(path: Union[str, Path]) -> SplatData:
         opacity_logits=col("opacity"),
         sh=np.ascontiguousarray(sh),
     )
+
+
+SH_C0 = 0.28209479177387814
+
+
+def to_splat(g: Dict[str, np.ndarray], sh_degree: int = 3):
+    """Activated Gaussians (means, quats, scales, opacities, colors RGB) -> avatar.io.ply.SplatData in the
+    reference 3DGS layout: SH degree `sh_degree` (3: f_rest_0..44, what common splat viewers expect), the
+    higher-order slots zero-filled (the avatar's colours are view-independent RGB: DC only)."""
+    from avatar.io.ply import SplatData
+
+    q = np.asarray(g["quats"], np.float32)
+    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    op = np.clip(np.asarray(g["opacities"], np.float64), 1e-6, 1 - 1e-6)
+    rgb = np.asarray(g["colors"], np.float32)
+    return SplatData(means=np.asarray(g["means"], np.float32), quats=q.astype(np.float32),
+                     log_scales=np.log(np.maximum(np.asarray(g["scales"], np.float64), 1e-12)).astype(np.float32),
+                     opacity_logits=np.log(op / (1 - op)).astype(np.float32),
+                     sh=_pad_sh(((rgb - 0.5) / SH_C0).astype(np.float32)[:, None, :], sh_degree))
+
+
+def _pad_sh(sh: np.ndarray, degree: int) -> np.ndarray:
+    """[N, K, 3] -> [N, (degree+1)^2, 3], the extra coefficients zero."""
+    K = (int(degree) + 1) ** 2
+    if sh.shape[1] >= K:
+        return sh
+    out = np.zeros((sh.shape[0], K, 3), np.float32)
+    out[:, :sh.shape[1]] = sh
+    return out

@@ -4,7 +4,9 @@ VideoWriter(path, fps, width, height, audio=None [S] float32, sr=SAMPLE_RATE, cr
     .write(frame [H,W,3] uint8 RGB, or float in [0,1]); .close(); a context manager.
     Frames stream into ffmpeg as they come (never all in memory). On close, the audio (if any) is
     trimmed or zero-padded to exactly num_frames / fps seconds and muxed as AAC (48 kHz) next to the
-    copied video stream, so audio and video durations agree to well under one frame. The file
+    copied video stream, so audio and video durations agree to well under one frame. With
+    audio_file=PATH instead, the soundtrack is that file's first audio stream as it is (its own sample
+    rate and channels, AAC), trimmed or padded the same way. The file
     appears atomically at `path` on a successful close; an exception inside the `with` block (or
     abort()) leaves no partial file. Width and height must be even (yuv420p).
 read_frames(path) -> iterator of [H,W,3] uint8 RGB
@@ -42,8 +44,9 @@ class VideoWriter:
     """Stream RGB frames into an H.264 mp4 with optional AAC audio (see module docstring)."""
 
     def __init__(self, path, fps: float, width: int, height: int, audio: Optional[np.ndarray] = None,
-                 sr: int = SAMPLE_RATE, crf: int = 18, preset: str = "fast"):
+                 sr: int = SAMPLE_RATE, crf: int = 18, preset: str = "fast", audio_file=None):
         self.path = Path(path)
+        self.audio_file = Path(audio_file) if audio_file is not None else None
         if not (isinstance(fps, (int, float)) and fps > 0):
             raise VideoError(f"VideoWriter({self.path}): fps must be > 0, got {fps!r}")
         for name, v in (("width", width), ("height", height)):
@@ -60,8 +63,13 @@ class VideoWriter:
         self.fps, self.width, self.height = float(fps), int(width), int(height)
         self.audio, self.sr = audio, int(sr)
         self.num_frames = 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._dir = tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temp_dirs(self.path)
+            self._dir = tempfile.mkdtemp(prefix=f".{self.path.name}.{os.getpid()}.", dir=self.path.parent)
+        except OSError as e:
+            self._closed, self._proc = True, None
+            raise VideoError(f"{self.path}: cannot write in {self.path.parent} ({e.strerror or e})") from None
         self._video = os.path.join(self._dir, "video.mp4")
         self._log = open(os.path.join(self._dir, "ffmpeg.log"), "wb")
         rate = _rate(fps)
@@ -115,7 +123,12 @@ class VideoWriter:
             if self.num_frames == 0:
                 raise VideoError(f"{self.path}: no frames were written")
             out = self._video
-            if self.audio is not None:
+            if self.audio_file is not None:  # the user's own soundtrack: its rate and channels, AAC
+                out = os.path.join(self._dir, "muxed.mp4")
+                run_ffmpeg(["-y", "-i", self._video, "-i", str(self.audio_file), "-map", "0:v:0", "-map", "1:a:0",
+                            "-c:v", "copy", "-af", "apad", "-t", f"{self.num_frames / self.fps:.6f}",
+                            "-c:a", "aac", "-movflags", "+faststart", out], path=self.path, error=VideoError)
+            elif self.audio is not None:
                 n = int(round(self.num_frames / self.fps * self.sr))
                 a = np.zeros(n, np.float32)
                 m = min(n, len(self.audio))
@@ -164,6 +177,35 @@ class VideoWriter:
     def __del__(self):
         if not getattr(self, "_closed", True):
             self.abort()
+
+
+def remove_stale_temp_dirs(path) -> None:
+    """Remove the hidden work folders (.NAME.PID.XXXX/) that writers of `path` left when their process was
+    killed (SIGKILL, power loss: no cleanup ran); folders of a process still running are kept."""
+    p = Path(path)
+    prefix = f".{p.name}."
+    try:
+        entries = list(os.scandir(p.parent))
+    except OSError:
+        return
+    for e in entries:
+        if not (e.name.startswith(prefix) and e.is_dir(follow_symlinks=False)):
+            continue
+        pid = e.name[len(prefix):].split(".")[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        names = os.listdir(e.path)
+        if set(names) <= {"video.mp4", "ffmpeg.log", "audio.wav", "muxed.mp4"}:  # ours, nothing else
+            for n in names:
+                os.unlink(os.path.join(e.path, n))
+            os.rmdir(e.path)
 
 
 def read_frames(path) -> Iterator[np.ndarray]:

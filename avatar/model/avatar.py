@@ -256,6 +256,9 @@ class AvatarModel(nn.Module):
         if int(d.get("version", -1)) > CHECKPOINT_VERSION or int(d.get("version", -1)) < 1:
             raise CheckpointError(f"{where}: checkpoint version {d.get('version')} is not supported "
                                   f"(this code reads version <= {CHECKPOINT_VERSION})")
+        from avatar.model.checkpoint_checks import check_dict
+
+        check_dict(d, where, CheckpointError)  # keys, shapes vs the config, size: before allocating
         cfg = from_dict(ModelConfig, d["model_config"], "model_config.")
         gs = d["gaussians"]
         g = Gaussians(gs["params.means"], gs["extras.labels"])
@@ -274,10 +277,13 @@ class AvatarModel(nn.Module):
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"avatar checkpoint not found: {path}")
+        from avatar.model.checkpoint_checks import check_file, load_error
+
+        check_file(path, CheckpointError)
         try:
             return torch.load(path, map_location=map_location, weights_only=True)
         except Exception as e:
-            raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from e
+            raise load_error(path, e, CheckpointError) from None
 
     @classmethod
     def load(cls, path: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> "AvatarModel":
