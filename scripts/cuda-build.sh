@@ -104,7 +104,7 @@ import importlib, sys
 import torch  # loads libtorch / libc10_cuda the extension links against
 sys.path.insert(0, sys.argv[1])
 m = importlib.import_module("avatar._C_cuda")
-need = ["project_fwd", "project_bwd", "sh_fwd", "sh_bwd", "raster_fwd", "raster_bwd"]
+need = ["project_fwd", "project_bwd", "sh_fwd", "sh_bwd", "raster_fwd", "raster_bwd", "hashgrid_fwd", "hashgrid_bwd"]
 missing = [n for n in need if not callable(getattr(m, n, None))]
 if missing:
     sys.exit(f"avatar._C_cuda lacks {missing}")

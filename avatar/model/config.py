@@ -24,8 +24,8 @@ class TriplaneConfig:
     """How the three planes' features are combined."""
     bound: Tuple[float, float, float, float, float, float] = (-0.16, -0.22, -0.16, 0.16, 0.26, 0.16)
     """Box (xmin, ymin, zmin, xmax, ymax, zmax) in metres (head frame) mapped to [0,1]^3."""
-    impl: Literal["torch", "tcnn", "auto"] = "torch"
-    """Lookup implementation; "auto" = tcnn when importable on CUDA, else torch."""
+    impl: Literal["torch", "tcnn", "native", "auto"] = "auto"
+    """Lookup implementation; "auto" = our native kernel when built for the device, else tcnn when importable on CUDA, else torch (the reference)."""
     init_range: float = 0.05
     """Tables start uniform in [-init_range, init_range]: random multi-resolution features from step 0, so
     the (zero-initialised) deformation heads can tell Gaussians apart before the tables have learned

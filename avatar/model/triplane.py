@@ -5,6 +5,10 @@ encoding exactly (level scale = base * per_level_scale^l - 1, position offset +0
 level's grid fits in the table, otherwise the spatial hash x*1 ^ y*2654435761, tables padded to a multiple
 of 8), so the `tcnn` implementation (tinycudann, CUDA only, import-guarded) computes the same function from
 the same parameters; `tests/test_model_triplane.py` compares the two where tinycudann exists.
+The `native` implementation runs our own kernel (avatar.ops.hashgrid: avatar._C_cuda on CUDA, its
+CPU twin avatar._C_cpu on CPU; all three planes in one call), equal to `torch` to float tolerance
+(`tests/test_hashgrid.py`). `auto` picks, per call and device: native when the extension for the
+tensor's device is built, else tcnn (CUDA, when importable), else torch.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import torch
 from torch import nn
 
 from avatar.model.config import TriplaneConfig
+from avatar.ops import hashgrid
 
 PLANES: Tuple[Tuple[int, int], ...] = ((0, 1), (1, 2), (0, 2))  # xy, yz, xz
 _PRIME = 2654435761
@@ -66,14 +71,36 @@ class HashTriplane(nn.Module):
         self.register_buffer("lo", torch.tensor(cfg.bound[:3], dtype=torch.float32), persistent=False)
         self.register_buffer("hi", torch.tensor(cfg.bound[3:], dtype=torch.float32), persistent=False)
         impl = cfg.impl
-        if impl == "auto":
-            impl = "tcnn" if tcnn_available()[0] else "torch"
+        if impl not in ("torch", "tcnn", "native", "auto"):
+            raise ValueError(f"HashTriplane impl must be torch|tcnn|native|auto, got {impl!r}")
+        if impl == "auto":   # resolved for the parameters' device now, and again on each call's device
+            impl = self._auto_impl(torch.device("cpu"))
         if impl == "tcnn":
             ok, why = tcnn_available()
             if not ok:
                 raise RuntimeError(f"HashTriplane impl='tcnn' unavailable: {why}. Use impl='torch'.")
         self.impl = impl
         self._tcnn = None
+
+    @staticmethod
+    def _auto_impl(device: torch.device) -> str:
+        """auto: our native kernel when built for `device`, else tcnn (CUDA), else torch."""
+        if hashgrid.native_status(device)[0]:
+            return "native"
+        if device.type == "cuda" and tcnn_available()[0]:
+            return "tcnn"
+        return "torch"
+
+    def impl_for(self, device: torch.device) -> str:
+        """The implementation a forward on `device` uses."""
+        if self.cfg.impl == "auto":
+            return self._auto_impl(torch.device(device))
+        if self.impl == "native":
+            ok, why = hashgrid.native_status(torch.device(device))
+            if not ok:
+                raise RuntimeError(f"HashTriplane impl='native' unavailable on {device}: {why}. "
+                                   "Use impl='torch'.")
+        return self.impl
 
     @property
     def out_dim(self) -> int:
@@ -86,7 +113,16 @@ class HashTriplane(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x [N, 3] -> [N, out_dim]
         u = self.normalize(x)
-        if self.impl == "tcnn":
+        impl = self.impl_for(self.tables.device)
+        if impl == "native":
+            # all planes in one kernel call: [N,3,2] -> [N,3,L*F] (plane-major, like the concat below)
+            uv = u.float()[:, [list(ab) for ab in PLANES]]
+            out = hashgrid.hash_encode(uv, self.tables, self.layout,
+                                       backend="cuda" if self.tables.is_cuda else "cpu")
+            if self.cfg.combine == "sum":
+                return out[:, 0] + out[:, 1] + out[:, 2]
+            return out.reshape(out.shape[0], -1)
+        if impl == "tcnn":
             feats = self._forward_tcnn(u)
         else:
             feats = [self.encode_plane(u[:, list(ab)], p) for p, ab in enumerate(PLANES)]

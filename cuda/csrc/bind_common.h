@@ -6,7 +6,10 @@
 
 #include <torch/extension.h>
 
+#include <vector>
+
 #include "avatar/common.h"
+#include "avatar/hashgrid.h"
 
 namespace avatar {
 namespace bind {
@@ -135,6 +138,48 @@ inline void check_raster_grads(Device dev, const RasterDims& d, int64_t width, i
 }
 
 inline float* ptr_or_null(const torch::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; }
+
+// Hash-grid level layout from per-level lists (scales, resolutions, row counts, first rows, dense
+// flags, each of length L) for tables [P,T,F]; checks x [N,P,2] and tables against each other.
+inline hashgrid::Levels hashgrid_levels(Device dev, const torch::Tensor& x, const torch::Tensor& tables,
+                                        const std::vector<double>& scales, const std::vector<int64_t>& res,
+                                        const std::vector<int64_t>& sizes, const std::vector<int64_t>& offsets,
+                                        const std::vector<int64_t>& dense) {
+    check(x, "x", dev, 3);
+    check(tables, "tables", dev, 3);
+    TORCH_CHECK(x.size(2) == 2, "x must have shape [N,P,2], got ", x.sizes());
+    TORCH_CHECK(tables.size(0) == x.size(1), "tables [P,T,F] and x [N,P,2] disagree on P: ", tables.sizes(),
+                " vs ", x.sizes());
+    TORCH_CHECK(x.device() == tables.device(), "x and tables must be on one device");
+    const size_t L = scales.size();
+    TORCH_CHECK(L <= (size_t)hashgrid::MAX_LEVELS, "at most ", hashgrid::MAX_LEVELS, " levels, got ", L);
+    TORCH_CHECK(res.size() == L && sizes.size() == L && offsets.size() == L && dense.size() == L,
+                "scales, resolutions, sizes, offsets and dense need one entry per level");
+    hashgrid::Levels lv;
+    lv.L = (int)L;
+    lv.F = (int)tables.size(2);
+    lv.T = tables.size(1);
+    TORCH_CHECK(lv.F >= 1 && lv.F <= hashgrid::MAX_FEATURES, "features per level must be in 1..",
+                hashgrid::MAX_FEATURES, ", got ", lv.F);
+    for (size_t l = 0; l < L; ++l) {
+        TORCH_CHECK(sizes[l] > 0 && sizes[l] <= INT32_MAX && res[l] > 0 && res[l] <= INT32_MAX,
+                    "level ", l, ": bad size ", sizes[l], " / resolution ", res[l]);
+        TORCH_CHECK(offsets[l] >= 0 && offsets[l] + sizes[l] <= lv.T, "level ", l, ": rows [", offsets[l], ", ",
+                    offsets[l] + sizes[l], ") outside the table's ", lv.T);
+        lv.scale[l] = (float)scales[l];
+        lv.res[l] = (int32_t)res[l];
+        lv.size[l] = (int32_t)sizes[l];
+        lv.offset[l] = offsets[l];
+        lv.dense[l] = dense[l] ? 1 : 0;
+    }
+    return lv;
+}
+
+inline void check_hashgrid_grad(Device dev, const torch::Tensor& x, const hashgrid::Levels& lv,
+                                const torch::Tensor& grad_out) {
+    check(grad_out, "grad_out", dev, 3);
+    check_shape(grad_out, "grad_out", {x.size(0), x.size(1), (int64_t)lv.L * lv.F});
+}
 
 }  // namespace bind
 }  // namespace avatar

@@ -120,6 +120,32 @@ std::vector<torch::Tensor> raster_bwd(torch::Tensor means2d, torch::Tensor conic
     return {v_means2d, v_conics, v_features, v_opacities};
 }
 
+// x [N,P,2] (in [0,1]), tables [P,T,F], per-level lists of length L -> out [N,P,L*F]
+torch::Tensor hashgrid_fwd(torch::Tensor x, torch::Tensor tables, std::vector<double> scales,
+                           std::vector<int64_t> res, std::vector<int64_t> sizes, std::vector<int64_t> offsets,
+                           std::vector<int64_t> dense) {
+    auto lv = avatar::bind::hashgrid_levels(DEV, x, tables, scales, res, sizes, offsets, dense);
+    auto out = torch::empty({x.size(0), x.size(1), (int64_t)lv.L * lv.F}, x.options());
+    avatar::cpu::hashgrid_forward(x.size(0), (int)x.size(1), lv, x.data_ptr<float>(), tables.data_ptr<float>(),
+                                  out.data_ptr<float>());
+    return out;
+}
+
+// grad_out [N,P,L*F] -> grad_tables [P,T,F], grad_x [N,P,2] (undefined -> None unless x_grad)
+std::vector<torch::Tensor> hashgrid_bwd(torch::Tensor x, torch::Tensor tables, std::vector<double> scales,
+                                        std::vector<int64_t> res, std::vector<int64_t> sizes,
+                                        std::vector<int64_t> offsets, std::vector<int64_t> dense,
+                                        torch::Tensor grad_out, bool x_grad) {
+    auto lv = avatar::bind::hashgrid_levels(DEV, x, tables, scales, res, sizes, offsets, dense);
+    avatar::bind::check_hashgrid_grad(DEV, x, lv, grad_out);
+    auto grad_tables = torch::empty_like(tables);
+    torch::Tensor grad_x = x_grad ? torch::empty_like(x) : torch::Tensor();
+    avatar::cpu::hashgrid_backward(x.size(0), (int)x.size(1), lv, x.data_ptr<float>(), tables.data_ptr<float>(),
+                                   grad_out.data_ptr<float>(), grad_tables.data_ptr<float>(),
+                                   avatar::bind::ptr_or_null(grad_x));
+    return {grad_tables, grad_x};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -130,4 +156,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("sh_bwd", &sh_bwd);
     m.def("raster_fwd", &raster_fwd);
     m.def("raster_bwd", &raster_bwd);
+    m.def("hashgrid_fwd", &hashgrid_fwd);
+    m.def("hashgrid_bwd", &hashgrid_bwd);
 }

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "avatar/common.h"
+#include "avatar/hashgrid.h"
 #include <vector>
 
 namespace avatar {
@@ -74,6 +75,16 @@ void raster_backward(int I, int N, int D, int width, int height, const float* me
                      float* v_conics,         // [I,N,3]
                      float* v_features,       // [I,N,D]
                      float* v_opacities);     // [I,N]
+
+// 2D multi-resolution hash-grid encoding (avatar/hashgrid.h) of P planes per point.
+// x [N,P,2] in [0,1], tables [P,T,F] -> out [N,P,L*F] (levels concatenated per plane).
+void hashgrid_forward(int64_t N, int P, const hashgrid::Levels& lv, const float* x, const float* tables,
+                      float* out);
+
+// grad_out [N,P,L*F] -> grad_tables [P,T,F] (written, rows no point touches are 0) and, when not
+// null, grad_x [N,P,2] (written). Deterministic: each (plane, level) table range is summed by one thread.
+void hashgrid_backward(int64_t N, int P, const hashgrid::Levels& lv, const float* x, const float* tables,
+                       const float* grad_out, float* grad_tables, float* grad_x);
 
 }  // namespace cpu
 }  // namespace avatar

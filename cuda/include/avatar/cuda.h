@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "avatar/common.h"
+#include "avatar/hashgrid.h"
 
 namespace avatar {
 namespace cuda {
@@ -68,6 +69,14 @@ void raster_backward(int I, int N, int D, int width, int height, const float* me
                      const int32_t* last, const float* v_render, const float* v_alphas,
                      float* v_means2d, float* v_conics, float* v_features, float* v_opacities,
                      cudaStream_t stream);
+
+// 2D multi-resolution hash-grid encoding (avatar/hashgrid.h), shapes as in avatar/cpu.h.
+void hashgrid_forward(int64_t N, int P, const hashgrid::Levels& lv, const float* x, const float* tables,
+                      float* out, cudaStream_t stream);
+
+// grad_tables [P,T,F] must be zero-initialised (atomics); grad_x [N,P,2] (written) or null.
+void hashgrid_backward(int64_t N, int P, const hashgrid::Levels& lv, const float* x, const float* tables,
+                       const float* grad_out, float* grad_tables, float* grad_x, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace avatar
