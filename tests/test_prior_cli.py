@@ -67,11 +67,18 @@ def test_train_on_capture_folders_and_predict_motion(trained):
     m = predict_prior(out, wav, FPS, 75)["motion"]
     assert m.shape == (75, 147) and m.dtype == np.float32 and np.isfinite(m).all()
     ref_feats, ref_motion = style_from_capture(caps[1], seconds=2.0, prior_path=out)
-    assert ref_feats.shape == (50, 32) and ref_motion.shape == (50, 147)
-    m_style = predict_prior(out, wav, FPS, 75, style=(ref_feats, ref_motion))["motion"]
+    assert prior.cfg.audio_dim == 80 and prior.cfg.pitch_dim == 4               # `prior train` default: 80 mels
+    assert ref_feats.shape == (50, 80) and ref_motion.shape == (50, 147)
+    assert np.allclose(ref_motion, data[1][1][:50])
+    # a style reference personalises by the person's statistics (the default prior has no style tokens):
+    # absolute codes = the reference's mean + the predicted deviation scaled to the reference's spread
+    styled = predict_prior(out, wav, FPS, 75, style=(ref_feats, ref_motion))
+    m_style = styled["motion"]
     m_style_wav = predict_prior(out, wav, FPS, 75, style=(data[1][0][:32000], ref_motion))["motion"]  # a ref wav works too
     assert np.allclose(m_style, m_style_wav, atol=1e-5)
-    assert np.abs(m_style - m).max() > 1e-4
+    assert np.abs(m_style - m).max() > 1e-4 and styled["personalised"] == "style+std"
+    assert np.allclose(m_style, prior.personalise(torch.from_numpy(styled["deviation"]), ref_motion.mean(0),
+                                                  ref_motion.std(0)).numpy(), atol=1e-5)
     full = predict_prior(out, wav, FPS, 75)
     assert full["blink"].shape == (75,) and full["head_pose"].shape == (75, 6)
     with pytest.raises(ValueError, match=r"ref_motion must be \[R, 147\]"):
@@ -102,13 +109,21 @@ def test_finetune_stores_the_persons_style(trained, tmp_path):
     assert ft.meta["finetuned_on"] == ["person2"] and ft.style_ref["motion"].shape == (50, 147)
     assert torch.allclose(ft.style_ref["motion"], torch.from_numpy(data[2][1][:50]))
     wav = synthetic_identity(98, 2.0, FPS)[0]
-    stored = predict_prior(ft_path, wav, FPS, 50)["motion"]                          # None -> the stored reference
-    explicit = predict_prior(ft_path, wav, FPS, 50, style=(ft.style_ref["audio"], ft.style_ref["motion"]))["motion"]
-    assert np.allclose(stored, explicit, atol=1e-6)
-    assert not np.allclose(predict_prior(out, wav, FPS, 50)["motion"], stored, atol=1e-4)   # weights changed
-    f, p = torch.randn(30, 32), torch.randn(30, 3)                         # the model API defaults the same way
-    assert torch.equal(ft.predict(f, p)["motion"], ft.predict(f, p, (ft.style_ref["audio"], ft.style_ref["motion"]))["motion"])
-    assert not torch.allclose(ft.predict(f, p)["motion"], ft.predict(f, p, use_stored_style=False)["motion"], atol=1e-5)
+    # the stored reference keeps the person's mean/std over the whole fine-tuning clip: it personalises
+    assert torch.allclose(ft.style_ref["mean"], torch.from_numpy(data[2][1]).mean(0), atol=1e-5)
+    stored = predict_prior(ft_path, wav, FPS, 50)                                    # None -> the stored reference
+    assert stored["personalised"] == "stored+std"
+    explicit = predict_prior(ft_path, wav, FPS, 50, use_stored_style=False, person_mean=ft.style_ref["mean"].numpy(),
+                             person_std=ft.style_ref["std"].numpy())["motion"]
+    assert np.allclose(stored["motion"], explicit, atol=1e-6)
+    pooled = predict_prior(ft_path, wav, FPS, 50, use_stored_style=False)
+    assert pooled["personalised"] == "pooled" and not np.allclose(pooled["motion"], stored["motion"], atol=1e-4)
+    base = predict_prior(out, wav, FPS, 50, use_stored_style=False)["deviation"]
+    assert not np.allclose(base, pooled["deviation"], atol=1e-4)                      # weights changed
+    f, p = torch.randn(30, 80), torch.randn(30, 4)                         # the model API: no style input to the net
+    assert torch.equal(ft.predict(f, p)["motion"], ft.predict(f, p, use_stored_style=False)["motion"])
+    with pytest.raises(ValueError, match="no style input"):
+        ft.predict(f, p, (ft.style_ref["audio"], ft.style_ref["motion"]))
 
 
 def test_cli_parses():
@@ -131,9 +146,11 @@ def test_hooks_for_train_and_drive(trained):
     pred = motion_for_training(out, ds, source="predicted", style_seconds=2.0)
     assert pred.shape == tracked.shape and pred.dtype == np.float32
     wav = ds.audio                                                          # (16-bit PCM as stored)
-    ref = np.asarray(ds.tracks["motion"][:50])
-    feats = style_from_capture(caps[0], seconds=2.0, prior_path=out)[0]
-    assert np.allclose(pred, predict_prior(out, wav, FPS, ds.num_frames, style=(feats, ref))["motion"], atol=1e-5)
+    # personalised by the capture's own tracked statistics, as `avatar drive` does with the checkpoint's meta
+    same = predict_prior(out, wav, FPS, ds.num_frames, person_mean=tracked.mean(0), person_std=tracked.std(0))
+    assert same["personalised"] == "person+std"
+    assert np.allclose(pred, same["motion"], atol=1e-5)
+    assert not np.allclose(pred, predict_prior(out, wav, FPS, ds.num_frames)["motion"], atol=1e-4)
     with pytest.raises(ValueError, match="source must be"):
         motion_for_training(out, ds, source="bogus")
 

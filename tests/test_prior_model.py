@@ -39,14 +39,14 @@ def _cfg(**kw):
 
 def _prior(cfg=None, motion_dim=7, seed=0):
     torch.manual_seed(seed)
-    cfg = cfg or _cfg()
+    cfg = cfg or _cfg(style=True)      # style tokens are opt-in (MotionPriorConfig.style defaults to False)
     codes = torch.randn(200, motion_dim) @ torch.randn(motion_dim, motion_dim)
     pca = MotionPCA.fit(codes, 0.0) if cfg.code_dim == motion_dim else MotionPCA.fit(codes, 0.999, cfg.code_dim)
     cfg = dataclasses.replace(cfg, code_dim=pca.latent_dim)
     p = MotionPrior(cfg, pca, {"kind": "test", "version": 1, "indices": [1, 2, 3]}, {"kind": "mel", "n_mels": 8},
                     torch.zeros(8), torch.ones(8), torch.zeros(3), torch.ones(3), torch.zeros(6), torch.ones(6))
     # make the randomly initialised FiLM non-trivial so style matters
-    for f in p.net.film:
+    for f in getattr(p.net, "film", ()):
         torch.nn.init.normal_(f.weight, std=0.05)
     return p.eval()
 
@@ -86,6 +86,13 @@ def test_chunked_prediction_equals_full_pass_and_style_matters():
         prior.predict(feats, pitch, (torch.randn(40, 8), torch.randn(30, 7)))
     with pytest.raises(ValueError, match=r"audio features must be \[..., 8\]"):
         prior.predict(torch.randn(10, 9), torch.randn(10, 3))
+    # the default network has no style input: no style modules, and a reference is refused, not ignored
+    nostyle = _prior(_cfg())
+    assert not hasattr(nostyle.net, "film") and not hasattr(nostyle.net, "style_encoder")
+    a = nostyle.predict(feats, pitch, None, chunk=10_000)["motion"]
+    assert torch.allclose(a, nostyle.predict(feats, pitch, None, chunk=37)["motion"], atol=1e-5)
+    with pytest.raises(ValueError, match="no style input"):
+        nostyle.predict(feats, pitch, style)
 
 
 def test_pca_roundtrip_whitening_and_identity_mode():
@@ -110,12 +117,14 @@ def test_pca_roundtrip_whitening_and_identity_mode():
 
 
 def test_checkpoint_roundtrip_weights_only_and_clear_errors(tmp_path):
-    prior = _prior(_cfg(code_dim=3), motion_dim=7)
+    prior = _prior(_cfg(code_dim=3, style=True), motion_dim=7)
     prior.style_ref = {"audio": torch.randn(20, 8), "motion": torch.randn(20, 7)}
+    prior.calib["gain"] = torch.rand(3) + 0.5                             # calibration travels with the weights
+    prior.calib["motion_mean"] = torch.randn(7)
     path = tmp_path / "prior.pt"
     prior.save(path)
     ck = torch.load(path, weights_only=True)                              # plain tensors + python types only
-    assert ck["format"] == "avatar.motion_prior" and ck["version"] == 1
+    assert ck["format"] == "avatar.motion_prior" and ck["version"] == 2
     assert ck["config"]["code_dim"] == 3 and ck["pca"]["components"].shape == (3, 7)
     assert ck["motion_space"]["indices"] == [1, 2, 3]
     back = MotionPrior.load(path)
@@ -125,12 +134,14 @@ def test_checkpoint_roundtrip_weights_only_and_clear_errors(tmp_path):
     a, b = prior.predict(f, p, st), back.predict(f, p, st)
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    for k, v in prior.calib.items():
+        assert torch.equal(back.calib[k], v), k
     assert not list(tmp_path.glob(".*tmp*"))                              # atomic write left no temp file
 
     back.check_motion_space({"kind": "test", "version": 1, "indices": (1, 2, 3)})
     with pytest.raises(PriorCheckpointError, match=r"motion-space definition differs.*indices"):
         back.check_motion_space({"kind": "test", "version": 1, "indices": [1, 2, 4]}, "capA")
-    for key, val, msg in (("version", 2, "version 2"), ("format", "other", "not a motion-prior checkpoint")):
+    for key, val, msg in (("version", 1, "version 1"), ("format", "other", "not a motion-prior checkpoint")):
         bad = dict(ck, **{key: val})
         torch.save(bad, tmp_path / "bad.pt")
         with pytest.raises(PriorCheckpointError, match=msg):

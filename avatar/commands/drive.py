@@ -52,8 +52,12 @@ class Drive:
     """Output height (even); default as width."""
     fps: Optional[float] = None
     """Frame rate; default the checkpoint's training fps (25 for the procedural head)."""
-    pose: Literal["fixed", "clip", "path"] = "fixed"
-    """Head pose source: fixed camera, the training clip's cameras looped (--data), or --camera-path."""
+    pose: Literal["fixed", "clip", "path", "prior"] = "fixed"
+    """Head pose source: fixed camera, the training clip's cameras looped (--data), --camera-path, or
+    "prior": head motion predicted from the speech by the motion prior, around the reference camera."""
+    pose_scale: float = 1.0
+    """With --pose prior: blend of the predicted head motion with the neutral (reference) pose:
+    0 = the neutral camera, 1 = the predicted motion, in between = damped, > 1 = exaggerated."""
     data: Optional[Path] = None
     """Capture folder the avatar was trained on: --pose clip cameras, the default --background plate,
     and the fps/camera when the checkpoint does not record them."""
@@ -79,16 +83,20 @@ class Drive:
     """With --stereo, also write OUT.left.mp4 and OUT.right.mp4."""
     backend: str = "auto"
     """Rasterizer backend (auto, cuda, gsplat, cpu, torch)."""
-    device: str = "cpu"
-    """Torch device of the model ("cuda" on a GPU machine)."""
+    device: str = "auto"
+    """Torch device of the model: auto (CUDA when present, else CPU; printed at start), cpu, cuda."""
     crf: int = 18
     """H.264 quality (lower = better, bigger)."""
     blink: BlinkConfig = field(default_factory=BlinkConfig)
     """Procedural blinks."""
     prior: Optional[Path] = None
-    """Motion-prior checkpoint (`avatar prior train`): motion codes and blinks predicted from the
-    audio drive the avatar (instead of neutral motion and procedural blinks). Default: the prior
-    recorded in the checkpoint by `avatar train --prior` (none: neutral motion)."""
+    """Motion-prior checkpoint (`avatar prior train`): motion codes, blinks (and with --pose prior head
+    motion) predicted from the audio drive the avatar. Default: the prior recorded in the checkpoint by
+    `avatar train --prior`, else the prior shipped in the package (for avatars that take motion codes);
+    "none" turns it off (neutral motion, procedural blinks)."""
+    std_scale: bool = True
+    """Scale the prior's predicted motion to the person's own spread per code (the checkpoint's meta
+    "motion_std"); --no-std-scale keeps the pool's typical amplitude."""
     style: Optional[Path] = None
     """Speaking-style reference for the prior: a capture folder of the person, or a video of them
     (captured once with `avatar capture` into OUT's folder, style_captures/<video name>/)."""
@@ -126,7 +134,15 @@ class Drive:
         from avatar.runtime.view import ViewConfig, procedural_camera
 
         procedural = self.ckpt == "procedural"
-        avatar = None if procedural else load_avatar(Path(self.ckpt), self.device)
+        avatar = None
+        if not procedural:
+            import sys
+
+            from avatar.model.device import resolve_device
+
+            dev, why = resolve_device(self.device)
+            print(f"[drive] device: {dev} ({why})", file=sys.stderr, flush=True)
+            avatar = load_avatar(Path(self.ckpt), dev)
         if avatar is not None and self.data is not None:
             from avatar.runtime.sources import apply_capture_defaults
 
@@ -148,29 +164,38 @@ class Drive:
             if self.data is None:
                 raise DriveError("--pose clip needs --data CAPTURE_FOLDER (the training clip's cameras)")
             pose = cp.clip_pose_from_capture(self.capture, w, h, self.loop, self.crossfade)
+        elif self.pose == "prior":
+            pose = None  # the prior's head motion, set below
         else:
             if self.camera_path is None:
                 raise DriveError("--pose path needs --camera-path FILE.json")
             pose = cp.load_camera_path(self.camera_path, fps)
         backdrop = self._backdrop(w, h)
         if procedural:
-            if self.prior is not None or self.style is not None:
-                raise DriveError("--prior/--style need an avatar checkpoint (the procedural head has no motion codes)")
+            if (self.prior is not None and str(self.prior).lower() != "none") or self.style is not None \
+                    or self.pose == "prior":
+                raise DriveError("--prior/--style/--pose prior need an avatar checkpoint (the procedural head has "
+                                 "no motion codes)")
             return ProceduralHeadSource(view, fps, pose, backdrop, blink=self.blink)
         from avatar.runtime.sources import prior_motion, recorded_prior
 
         motion_fn = blink_fn = None
         prior = recorded_prior(avatar, self.prior)
-        if prior is None and self.style is not None:
-            raise DriveError("--style needs a motion prior: pass --prior PRIOR.pt (the checkpoint records none)")
+        if prior is None and (self.style is not None or self.pose == "prior"):
+            raise DriveError("--style/--pose prior need a motion prior: pass --prior PRIOR.pt (none is recorded "
+                             "in the checkpoint or shipped for its motion space)")
         if prior is not None:
             from avatar.prior.api import style_from_capture
 
             style = None
             if self.style is not None:
                 style = style_from_capture(self._style_capture(), seconds=self.style_seconds, prior_path=prior)
-            tracks = prior_motion(avatar, wav, fps, prior, style=style)
+            tracks = prior_motion(avatar, wav, fps, prior, style=style, std_scale=self.std_scale)
             motion_fn, blink_fn = tracks.motion_at, tracks.blink_at
+            if self.pose == "prior":
+                from avatar.runtime.sources import PriorPose
+
+                pose = PriorPose(base.resized(w, h), tracks, self.pose_scale)
         return AvatarSource(avatar, view, fps=fps, pose=pose, backdrop=backdrop, blink=self.blink,
                             streaming=False, batch=4, motion_fn=motion_fn, blink_fn=blink_fn)
 

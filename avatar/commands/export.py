@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import numpy as np
 import tyro
@@ -43,7 +43,18 @@ class Export:
     """With --frames: stop after this many frames."""
     prior: Optional[Path] = None
     """Motion prior driving the deformed frames (default: the one recorded by `avatar train --prior`,
-    exactly as `avatar drive` plays it)."""
+    else the shipped prior, exactly as `avatar drive` plays it; "none" turns it off)."""
+    pose: Literal["fixed", "prior"] = "fixed"
+    """"prior": the Gaussians move with the prior's head motion (the motion `avatar drive --pose prior`
+    shows as a camera move, applied to the head around the reference camera)."""
+    pose_scale: float = 1.0
+    """Blend of the head motion with the neutral pose (as `avatar drive --pose-scale`)."""
+    style: Optional[Path] = None
+    """Speaking-style reference for the prior: a capture folder of the person."""
+    style_seconds: float = 5.0
+    """Seconds at the start of the --style capture that are used."""
+    std_scale: bool = True
+    """Scale the predicted motion to the person's own spread (as `avatar drive --std-scale`)."""
 
     def main(self) -> int:
 
@@ -65,7 +76,15 @@ class Export:
         if self.frame is not None and self.frame < 0:
             raise DriveError(f"--frame must be >= 0, got {self.frame}")
         self._check_outputs()
-        gen = GaussianFrames(self.ckpt, self.fps, prior=self.prior)
+        style = None
+        if self.style is not None:
+            from avatar.prior.api import style_from_capture
+
+            if not Path(self.style).is_dir():
+                raise DriveError(f"--style {self.style}: expected a capture folder of the person")
+            style = style_from_capture(self.style, seconds=self.style_seconds)
+        gen = GaussianFrames(self.ckpt, self.fps, prior=self.prior, pose=self.pose, pose_scale=self.pose_scale,
+                             style=style, std_scale=self.std_scale)
         if self.frame is None and self.frames is None:
             write_ply(self.out, to_splat(gen.canonical()))
             return [self.out]

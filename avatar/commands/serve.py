@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional, Tuple
+from typing import Annotated, Literal, Optional, Tuple
 
 import tyro
 
@@ -56,6 +56,16 @@ class Serve:
     """Output frame rate (default: the checkpoint's training fps; 25 for the procedural head)."""
     data: Optional[Path] = None
     """Capture folder the avatar was trained on (fps and camera when the checkpoint lacks them)."""
+    prior: Optional[Path] = None
+    """Motion prior (as `avatar drive --prior`): default the recorded one, else the shipped one (for
+    avatars that take motion codes); "none" turns it off. Per client it runs over a sliding causal
+    window of the audio received (no latency beyond the stream's own look-ahead)."""
+    pose: Literal["fixed", "prior"] = "fixed"
+    """Head pose: the reference camera, or "prior": head motion predicted from the speech."""
+    pose_scale: float = 1.0
+    """With --pose prior: blend with the neutral pose (0 neutral, 1 predicted; as `avatar drive`)."""
+    style: Optional[Path] = None
+    """Speaking-style reference for the prior: a capture folder of the person."""
     threads: Optional[int] = None
     """torch intra-op threads for rendering (default: torch's choice; 1 helps on a busy CPU)."""
 
@@ -92,7 +102,8 @@ class Serve:
                 print("note: pages are accepted only from 127.0.0.1/localhost; to open the page from another "
                       f"machine add --allow-origin http://THIS-MACHINE:{self.port}")
         try:
-            factory = make_factory(self.ckpt, self.width, self.height, self.backend, self.fps, self.data)
+            factory = make_factory(self.ckpt, self.width, self.height, self.backend, self.fps, self.data,
+                                   prior=self.prior, pose=self.pose, pose_scale=self.pose_scale, style=self.style)
         except ValueError as e:  # CheckpointError, DatasetError, ...
             return fail("serve", e)
         import secrets
@@ -120,8 +131,10 @@ class Serve:
 
 
 def make_factory(ckpt: str, width: int, height: int, backend: str = "auto",
-                 fps: Optional[float] = None, data: Optional[Path] = None) -> SourceFactory:
-    """stereo -> a fresh FrameSource; the model (if any) is loaded once and shared."""
+                 fps: Optional[float] = None, data: Optional[Path] = None, prior=None, pose: str = "fixed",
+                 pose_scale: float = 1.0, style: Optional[Path] = None) -> SourceFactory:
+    """stereo -> a fresh FrameSource; the model (if any) is loaded once and shared. With a motion prior
+    (recorded, shipped or `prior`; "none" = off) every client gets its own LivePriorTracks."""
     from avatar.runtime.view import ViewConfig
 
     if ckpt == "procedural":
@@ -132,12 +145,33 @@ def make_factory(ckpt: str, width: int, height: int, backend: str = "auto",
         return factory
     from avatar.runtime.sources import AvatarSource, apply_capture_defaults, load_avatar
 
-    model = load_avatar(Path(ckpt))
+    import sys
+
+    from avatar.model.device import resolve_device
+
+    dev, why = resolve_device("auto")
+    print(f"[serve] device: {dev} ({why})", file=sys.stderr, flush=True)
+    model = load_avatar(Path(ckpt), dev)
     if data is not None:
         from avatar.data import load_capture
 
         apply_capture_defaults(model, load_capture(data))
 
+    from avatar.audio.timeline import DriveError
+    from avatar.runtime.sources import live_prior_source, recorded_prior
+
+    prior_path = recorded_prior(model, prior)
+    if prior_path is None and (pose == "prior" or style is not None):
+        raise DriveError("--pose prior/--style need a motion prior: pass --prior PRIOR.pt")
+    style_ref = None
+    if style is not None:
+        from avatar.prior.api import style_from_capture
+
+        style_ref = style_from_capture(style, prior_path=prior_path)
+
     def factory(stereo: bool):
-        return AvatarSource(model, ViewConfig(width, height, stereo, backend=backend), fps=fps, streaming=True)
+        view = ViewConfig(width, height, stereo, backend=backend)
+        if prior_path is not None:
+            return live_prior_source(model, prior_path, view, fps=fps, pose=pose, pose_scale=pose_scale, style=style_ref)
+        return AvatarSource(model, view, fps=fps, streaming=True)
     return factory

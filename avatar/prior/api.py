@@ -221,8 +221,9 @@ def motion_for_training(prior_path, ds, source: str = "tracked", style_seconds: 
     MotionSpace raises PriorCheckpointError).
     source="tracked": the capture's own tracked codes (the avatar learns motion -> appearance from the
     truth; at drive time the prior supplies codes in the same space). source="predicted": the prior's
-    prediction from the capture's audio, styled by its first `style_seconds` (train on what drive
-    will feed)."""
+    prediction from the capture's audio, personalised by the capture's own tracked mean/std per code
+    (train on what drive will feed: drive personalises by the checkpoint's meta "motion_mean"/"motion_std",
+    the same statistics). style_seconds is unused: the prior has no style tokens (kept for callers)."""
     import numpy as np
 
     from avatar.prior.model import PriorCheckpointError

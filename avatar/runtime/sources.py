@@ -501,8 +501,12 @@ class GaussianFrames:
                   if prior is not None else None)
         if self.pose == "prior" and tracks is None:
             raise DriveError("--pose prior needs a motion prior (none is recorded, shipped or given)")
+        from avatar.data.schema import LABELS
+
         feats = frame_features(wav, self.fps, n, audio_feature_config(self.model))  # [F, D]
         wins = feature_windows(feats, self.model.window)  # [F, 2k+1, D]
+        V0 = np.asarray(self.avatar.camera().viewmat, np.float64)
+        torso = (self.model.gaussians.labels == LABELS["torso"]).cpu().numpy()
         with torch.no_grad():
             for t in range(n):
                 b = blinks(t) if tracks is None else tracks.blink_at(t)
@@ -511,9 +515,14 @@ class GaussianFrames:
                 z = self.model.encode_audio(wins[t])
                 motion = None if tracks is None else torch.as_tensor(tracks.motion_at(t))
                 g = _numpy_gaussians(self.model.deformed(z, motion, torch.tensor(float(b))))
+                # the camera drive renders frame t with: the reference camera, moved by the head motion
+                Vt = V0 if self.pose != "prior" else head_motion_viewmat(V0, tracks.pose_at(t), self.pose_scale)
+                # as AvatarModel.render_frame (torso="camera"): the torso stays where the capture camera saw it
+                tt = self.model.torso_transform_for(torch.as_tensor(np.asarray(Vt, np.float32)))
+                if tt is not None and torso.any():
+                    g = _move_gaussians(g, tt.cpu().numpy(), torso)
                 if self.pose == "prior":   # the head moves as drive's camera would move (same motion)
-                    V0 = self.avatar.camera().viewmat
-                    g = _move_gaussians(g, np.linalg.inv(V0) @ head_motion_viewmat(V0, tracks.pose_at(t), self.pose_scale))
+                    g = _move_gaussians(g, np.linalg.inv(V0) @ np.asarray(Vt, np.float64))
                 yield t, g
 
 
@@ -522,13 +531,18 @@ def _numpy_gaussians(g) -> Dict[str, np.ndarray]:
     return {k: np.asarray(g[k].detach().cpu().numpy() if hasattr(g[k], "detach") else g[k], np.float32) for k in keys}
 
 
-def _move_gaussians(g: Dict[str, np.ndarray], M: np.ndarray) -> Dict[str, np.ndarray]:
-    """Rigidly transform numpy Gaussians by the 4x4 M (means and rotations; wxyz quaternions)."""
+def _move_gaussians(g: Dict[str, np.ndarray], M: np.ndarray, sel: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
+    """Rigidly transform numpy Gaussians by the 4x4 M (means and rotations; wxyz quaternions); only those
+    where the bool mask `sel` [N] is set when given."""
     from avatar.data.cameras import quat_mul, rotmat_to_quat
 
     M = np.asarray(M, np.float64)
     out = dict(g)
-    out["means"] = (g["means"].astype(np.float64) @ M[:3, :3].T + M[:3, 3]).astype(np.float32)
+    means = (g["means"].astype(np.float64) @ M[:3, :3].T + M[:3, 3]).astype(np.float32)
     q = np.asarray(rotmat_to_quat(M[:3, :3]), np.float64).reshape(1, 4)
-    out["quats"] = np.asarray(quat_mul(np.broadcast_to(q, g["quats"].shape), g["quats"].astype(np.float64)), np.float32)
+    quats = np.asarray(quat_mul(np.broadcast_to(q, g["quats"].shape), g["quats"].astype(np.float64)), np.float32)
+    if sel is not None:
+        sel = np.asarray(sel, bool)[:, None]
+        means, quats = np.where(sel, means, g["means"]), np.where(sel, quats, g["quats"])
+    out["means"], out["quats"] = means, quats
     return out
