@@ -29,7 +29,7 @@ def _parse_set(items) -> Dict[str, Any]:
     return out
 
 
-def _mediapipe():
+def mediapipe_detector():
     """A fresh mediapipe face-mesh detector (capture.landmarks) for the held-out lip metrics: the CLI layer
     is the one that may hand capture's tools to training."""
     from capture.landmarks import make_backend
@@ -105,7 +105,7 @@ class Train:
             dataset = load_capture(self.data)
             claim_dir(out, "train", arg="--out", inputs=inputs, adopt=adopt_train).add(*TRAIN_FILES)
             path = train(self.data, out, config=config, progress=not self.no_progress, resume=self.resume,
-                         dataset=dataset, make_detector=_mediapipe)
+                         dataset=dataset, make_detector=mediapipe_detector)
         except (TrainingError, ConfigError, ValueError) as e:  # PriorCheckpointError is a ValueError
             return fail("train", e)
         print(f"avatar written to {path}")

@@ -61,6 +61,16 @@ class AvatarModel(nn.Module):
         # torso Gaussians live in the head frame of a reference camera pose (the capture's camera sees a
         # torso that stays put while the head turns): see torso_transform_for()
         self.register_buffer("torso_ref", torch.eye(4))  # [4,4] head-to-camera of the reference pose
+        # motion codes enter the deformation standardised by the person's training statistics:
+        # (m - motion_mean) / motion_scale, so the first layer sees unit-scale input whatever the capture
+        # (set_motion_normalisation; None motion = the person's mean expression)
+        self.register_buffer("motion_mean", torch.zeros(max(0, cfg.motion_dim)))  # [M]
+        self.register_buffer("motion_scale", torch.ones(()))  # [] RMS of the centred codes
+        # landmark skinning (cfg.deform.skin): the motion codes' landmarks on this person [K,3] (head frame)
+        # and metres per code unit (inter-ocular distance / MotionSpace.scale); 0 = skinning off
+        K = cfg.motion_dim // 3 if (cfg.deform.skin and cfg.deform.use_motion and cfg.motion_dim % 3 == 0) else 0
+        self.register_buffer("skin_points", torch.zeros(K, 3))
+        self.register_buffer("skin_metres", torch.zeros(()))
         self._cache: Optional[Dict[str, torch.Tensor]] = None
 
     # ---- helpers --------------------------------------------------------------------------------------
@@ -84,6 +94,34 @@ class AvatarModel(nn.Module):
         if torch.equal(self.torso_ref, torch.eye(4, device=self.torso_ref.device)):
             return None
         return torch.linalg.inv(viewmat.float()) @ self.torso_ref
+
+    def set_motion_normalisation(self, codes: torch.Tensor) -> None:
+        """Standardise motion input by the training codes [F, M]: mean per dimension, one overall scale
+        (the RMS of the centred codes: per-dimension z-scores would blow up near-constant dimensions)."""
+        codes = torch.as_tensor(codes, dtype=torch.float32)
+        mean = codes.mean(0)
+        scale = ((codes - mean) ** 2).mean().sqrt().clamp_min(1e-6)
+        with torch.no_grad():
+            self.motion_mean.copy_(mean.to(self.motion_mean.device))
+            self.motion_scale.copy_(scale.to(self.motion_scale.device))
+
+    def set_skinning(self, landmarks: torch.Tensor, metres_per_code: float) -> None:
+        """Landmark skinning from the person's expression landmarks [K,3] (the motion space's indices, head
+        frame) and the metric size of one code unit."""
+        with torch.no_grad():
+            self.skin_points.copy_(torch.as_tensor(landmarks, dtype=torch.float32).to(self.skin_points.device))
+            self.skin_metres.fill_(float(metres_per_code))
+
+    def skin_offsets(self, means: torch.Tensor, labels: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
+        """[N,3] offsets: each face/mouth Gaussian moves with the displacement (from the mean expression) of
+        its nearby landmarks, w_ik = exp(-|x_i - p_k|^2 / 2 sigma^2), normalised by max(1, sum_k w_ik)."""
+        K = self.skin_points.shape[0]
+        disp = ((motion.float() - self.motion_mean) * self.skin_metres).view(K, 3)  # [K,3] metres
+        d2 = torch.cdist(means.detach(), self.skin_points).square()  # [N,K]
+        w = torch.exp(-d2 / (2.0 * self.cfg.deform.skin_sigma ** 2))
+        w = w / w.sum(1, keepdim=True).clamp_min(1.0)
+        moving = ((labels == LABELS["face"]) | (labels == LABELS["mouth"])).unsqueeze(-1)
+        return (w @ disp) * moving  # [N,3]
 
     def encode_audio(self, audio_windows: torch.Tensor) -> torch.Tensor:
         """Audio feature windows [B, 2k+1, D] (or [2k+1, D]) -> latents [B, A] (or [A]).
@@ -132,6 +170,10 @@ class AvatarModel(nn.Module):
                 audio_latent = torch.zeros(self.cfg.audio.latent_dim, device=means.device)
             mouth = g.labels == LABELS["mouth"]  # [N]
             feats = can["feats"]
+            if motion is not None and self.skin_points.shape[0] and float(self.skin_metres) > 0:
+                means = means + self.skin_offsets(means, g.labels, motion)
+            if motion is not None and self.motion_mean.numel() == motion.shape[-1]:
+                motion = (motion.float() - self.motion_mean) / self.motion_scale  # [M] standardised
             d_f = self.face_deform(feats, g.labels, audio_latent, motion, blink, cached=can["face_part"])
             d_m = self.mouth_deform(feats, g.labels, audio_latent, motion, blink, cached=can["mouth_part"])
             sel = mouth.unsqueeze(-1)
@@ -265,7 +307,10 @@ class AvatarModel(nn.Module):
         g.load_per_gaussian_state(gs)
         model = cls(cfg, g, d.get("audio_config") or {}, d.get("motion_space"))
         missing, unexpected = model.load_state_dict(d["modules"], strict=False)
-        missing = [k for k in missing if not k.startswith("gaussians.")]
+        # checkpoints written before motion normalisation / skinning existed keep them off (identity)
+        from avatar.model.checkpoint_checks import OPTIONAL
+
+        missing = [k for k in missing if not k.startswith("gaussians.") and k not in OPTIONAL]
         if missing or unexpected:
             raise CheckpointError(f"{where}: weights do not match the model config "
                                   f"(missing {missing[:5]}, unexpected {list(unexpected)[:5]})")
@@ -303,4 +348,3 @@ def _move_region(posed: Dict[str, torch.Tensor], sel: torch.Tensor, T: torch.Ten
     out["means"] = torch.where(s, posed["means"] @ R.T + t, posed["means"])
     out["quats"] = torch.where(s, quat_mul(q.expand_as(posed["quats"]), posed["quats"]), posed["quats"])
     return out
-

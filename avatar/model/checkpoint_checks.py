@@ -15,7 +15,7 @@ MAX_MODEL_BYTES = 8 * 2**30
 tens of MB."""
 
 # weights older checkpoints may lack (AvatarModel.from_checkpoint_dict keeps their defaults)
-OPTIONAL = ("motion_mean", "motion_scale")
+OPTIONAL = ("motion_mean", "motion_scale", "skin_points", "skin_metres")  # buffers newer than some checkpoints
 
 _HINT = "expected an avatar checkpoint written by `avatar train` (avatar.pt)"
 

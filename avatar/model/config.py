@@ -67,6 +67,13 @@ class DeformConfig:
     """Condition on the blink value."""
     max_offset: float = 0.03
     """Bound on |Δmean| per axis in metres (tanh)."""
+    skin: bool = True
+    """Landmark skinning before the learned offsets: face and mouth Gaussians move with the motion codes'
+    landmark displacements from the person's mean expression (Gaussian-RBF weights of width `skin_sigma`
+    around the person's landmarks), so tracked or predicted lips and jaw move the avatar from step 0 and
+    the network learns only what the landmarks miss (appearance, the inside of the mouth, wrinkles)."""
+    skin_sigma: float = 0.006
+    """Width (metres) of the skinning weights around each expression landmark."""
     deform_color: bool = True
     """Also predict a ΔRGB (colour logit) per Gaussian (teeth/tongue/shadows appearing as the mouth opens)."""
     pe_freqs: int = 6

@@ -207,6 +207,7 @@ class Trainer:
         if self.data.motion is not None and self.model.cfg.motion_dim:
             tr = self.data.motion[torch.from_numpy(self.data.train_idx)]  # [T, M] the person's training codes
             self.model.set_motion_normalisation(tr)
+            self._init_skinning(dataset)
             # for the motion prior (avatar.runtime.sources.prior_motion): the person's code statistics
             motion_meta = {"motion_mean": tr.mean(0).tolist(), "motion_std": tr.std(0).tolist()}
         # what `avatar drive/serve/export` need to render this avatar without its capture folder:
@@ -226,6 +227,19 @@ class Trainer:
         self.writer = writer
         self.history: List[Dict[str, float]] = []
         self._bg = self.data.background.to(self.device)
+
+    def _init_skinning(self, ds) -> None:
+        """Landmark skinning (model.deform.skin): the person's median expression landmarks and the metric
+        size of a motion-code unit (inter-ocular distance / MotionSpace.scale, the codes' definition)."""
+        K = self.model.skin_points.shape[0]
+        ms = self.model.motion_space or {}
+        lm = init_landmarks(ds, self.data.train_idx)
+        idx = list(ms.get("indices") or [])
+        if K == 0 or lm is None or len(idx) != K or not ms.get("scale"):
+            return
+        iod = float(np.linalg.norm(lm[33] - lm[263]))  # the outer eye corners (MotionSpace's normalisation)
+        self.model.set_skinning(_import_torch().from_numpy(np.ascontiguousarray(lm[idx], np.float32)),
+                                iod / float(ms["scale"]))
 
     # -- checkpoints --
     @property

@@ -75,6 +75,8 @@ class BenchLipsync:
     languages: Tuple[str, ...] = ("voxpopuli_en_000.ogg", "fleurs_de_000.ogg", "fleurs_fr_000.ogg",
                                   "fleurs_es_000.ogg")
     """Unheard speech under MEDIA/audio driving the avatar (English, German, French, Spanish)."""
+    cross_seconds: float = 20.0
+    """Drive with at most this many seconds of each language's clip (0 = all of it)."""
     skip_prior_eval: bool = False
     """Do not evaluate the prior on the held-out identities (reuse work/prior_eval.json when present)."""
 
@@ -155,7 +157,8 @@ def _segment(ds, idx) -> Optional[np.ndarray]:
 def _cross_language(b: BenchLipsync, ckpt: Path, prior, make_det, person_ref) -> Dict[str, Dict]:
     from avatar.commands.drive import Drive
     from avatar.eval.protocol import score_frames
-    from avatar.media.audio import load_audio
+    from avatar.audio.timeline import SAMPLE_RATE
+    from avatar.media.audio import load_audio, save_wav
     from avatar.media.video import read_frames
 
     real_std = float(np.nanstd(person_ref.opening))
@@ -167,11 +170,15 @@ def _cross_language(b: BenchLipsync, ckpt: Path, prior, make_det, person_ref) ->
             out[name] = {"skipped": f"{wav_path} not found"}
             continue
         mp4 = Path(b.work) / "cross" / f"{Path(name).stem}.mp4"
+        wav = load_audio(wav_path)
+        if b.cross_seconds > 0:
+            wav = wav[:int(b.cross_seconds * SAMPLE_RATE)]
         if not mp4.is_file():
             mp4.parent.mkdir(parents=True, exist_ok=True)
-            Drive(str(ckpt), wav_path, out=mp4, prior=prior).run()
+            cut = mp4.with_suffix(".wav")
+            save_wav(cut, wav)
+            Drive(str(ckpt), cut, out=mp4, prior=prior).run()
         frames = np.stack(list(read_frames(mp4)))
-        wav = load_audio(wav_path)
         res = score_frames(frames, None, make_det, fps=25.0, audio=wav)
         op = np.asarray([np.nan if v is None else v for v in res["per_frame"]["mouth_opening"]], np.float64)
         ssr = res["summary"].get("speech_silence_ratio")
