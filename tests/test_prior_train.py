@@ -119,6 +119,40 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
         train_prior(clips[:2], SPACE, AUDIO, _tcfg(steps=9), TINY, out, log=lambda m: None)
 
 
+def test_ema_weights_are_saved_and_resume_exactly(tmp_path, monkeypatch):
+    """--train.ema: the prior carries the moving average of the weights, the training state the last step's
+    (and the average, so a resumed run ends with the same prior)."""
+    import avatar.prior.trainer as trainer
+
+    clips = _clips(3)
+    full = train_prior(clips, SPACE, AUDIO, _tcfg(steps=8, ema=0.8), TINY, tmp_path / "full.pt", log=lambda m: None)
+    last = torch.load(train_state_path(tmp_path / "full.pt"), weights_only=True)
+    plain = train_prior(clips, SPACE, AUDIO, _tcfg(steps=8), TINY, None, log=lambda m: None)
+    for k, v in plain.net.state_dict().items():                           # the training state: the last step
+        assert torch.allclose(last["state_dict"][k], v, atol=1e-6), k
+    diff = max(float((full.net.state_dict()[k] - v).abs().max()) for k, v in plain.net.state_dict().items())
+    assert diff > 1e-4 and MotionPrior.load(tmp_path / "full.pt").meta["ema"] == 0.8
+    for k, v in MotionPrior.load(tmp_path / "full.pt").net.state_dict().items():
+        assert torch.equal(v, full.net.state_dict()[k]), k                # the saved prior: the average
+    out = tmp_path / "part.pt"
+    orig = trainer.lr_at
+
+    def dying_lr_at(step, cfg):
+        if step == 6:
+            raise KeyboardInterrupt
+        return orig(step, cfg)
+
+    monkeypatch.setattr(trainer, "lr_at", dying_lr_at)
+    with pytest.raises(KeyboardInterrupt):
+        train_prior(clips, SPACE, AUDIO, _tcfg(steps=8, ema=0.8), TINY, out, log=lambda m: None)
+    monkeypatch.setattr(trainer, "lr_at", orig)
+    resumed = train_prior(clips, SPACE, AUDIO, _tcfg(steps=8, ema=0.8), TINY, out, log=lambda m: None)
+    for k, v in full.net.state_dict().items():
+        assert torch.allclose(resumed.net.state_dict()[k], v, atol=1e-6), k
+    with pytest.raises(ValueError, match="ema"):
+        train_prior(clips, SPACE, AUDIO, _tcfg(steps=2, ema=1.0), TINY, None, log=lambda m: None)
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

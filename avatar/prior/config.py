@@ -119,6 +119,10 @@ class PriorTrainConfig:
     open_weight: float = 3.0
     """Weight of the mouth-opening MSE (the opening read off the predicted codes by the linear map
     fitted on the training clips, in units of its variance)."""
+    ema: float = 0.0
+    """Exponential moving average of the network weights (Polyak averaging; decay per step, e.g. 0.995):
+    the saved prior carries the averaged weights, an ensemble over the end of the trajectory that is
+    less noisy on unseen people than the last step's. 0 disables (the last step's weights)."""
     pca_var: float = 0.98
     """Fraction of the training motion-code variance the PCA keeps; 0 = no compression."""
     pca_max_components: int = 24

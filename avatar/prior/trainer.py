@@ -331,6 +331,7 @@ def train_prior(clips: List[PriorClip], motion_space: Dict[str, Any], audio_feat
         prior.to(dev)
         opt = torch.optim.AdamW(prior.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
         start = 0
+        ema_state = None
         state_path = train_state_path(out) if out is not None else None
         if resume and state_path is not None and state_path.is_file():
             ck = torch.load(state_path, map_location="cpu", weights_only=True)
@@ -338,6 +339,7 @@ def train_prior(clips: List[PriorClip], motion_space: Dict[str, Any], audio_feat
             prior.net.load_state_dict(ck["state_dict"])
             opt.load_state_dict(ck["train_state"]["optimizer"])
             start = int(ck["train_state"]["step"])
+            ema_state = ck["train_state"].get("ema")
             if ck["train_state"].get("world_size", world) * ck["train_state"].get("batch_size", tcfg.batch_size) \
                     != world * tcfg.batch_size and rank == 0:
                 log(f"warning: resuming with a different global batch than {state_path} was trained with")
@@ -348,12 +350,24 @@ def train_prior(clips: List[PriorClip], motion_space: Dict[str, Any], audio_feat
         if world > 1:
             model = nn.parallel.DistributedDataParallel(step_mod, device_ids=[dev.index] if dev.type == "cuda" else None)
 
+        # EMA of the network weights (tcfg.ema > 0): float copies, updated after every step, identical on
+        # every rank (the replicas are identical), saved in the training state for an exact resume
+        ema = None
+        if tcfg.ema > 0:
+            if not 0 < tcfg.ema < 1:
+                raise ValueError(f"PriorTrainConfig.ema must be in [0, 1), got {tcfg.ema}")
+            ema = {k: v.detach().clone() for k, v in prior.net.state_dict().items()}
+            if ema_state is not None:
+                ema = {k: ema_state[k].to(v) for k, v in ema.items()}
+
         def save(step: int, final: bool) -> None:
             if rank != 0 or out is None:
                 return
-            prior.save(state_path, extra={"train_state": {"step": step, "optimizer": opt.state_dict(),
-                                                           "config": dataclasses.asdict(tcfg),
-                                                           "world_size": world, "batch_size": tcfg.batch_size}})
+            state = {"step": step, "optimizer": opt.state_dict(), "config": dataclasses.asdict(tcfg),
+                     "world_size": world, "batch_size": tcfg.batch_size}
+            if ema is not None:
+                state["ema"] = {k: v.detach().cpu() for k, v in ema.items()}
+            prior.save(state_path, extra={"train_state": state})
             if final:
                 prior.save(out)
 
@@ -375,6 +389,13 @@ def train_prior(clips: List[PriorClip], motion_space: Dict[str, Any], audio_feat
             if tcfg.grad_clip > 0:
                 nn.utils.clip_grad_norm_(prior.parameters(), tcfg.grad_clip)
             opt.step()
+            if ema is not None:
+                with torch.no_grad():
+                    for k, v in prior.net.state_dict().items():
+                        if v.dtype.is_floating_point:
+                            ema[k].mul_(tcfg.ema).add_(v.detach(), alpha=1 - tcfg.ema)
+                        else:
+                            ema[k].copy_(v)
             for k, v in parts.items():
                 running[k] = running.get(k, 0.0) + float(v)
             if rank == 0 and tcfg.log_every and (step + 1) % tcfg.log_every == 0:
@@ -385,10 +406,19 @@ def train_prior(clips: List[PriorClip], motion_space: Dict[str, Any], audio_feat
                 save(step + 1, False)
                 if world > 1:
                     dist.barrier()
+        if ema is not None:   # the saved prior carries the averaged weights; the training state the last step's
+            save(tcfg.steps, False)
+            prior.net.load_state_dict(ema)
+            prior.meta["ema"] = float(tcfg.ema)
+            if rank == 0:
+                log(f"weights: EMA (decay {tcfg.ema}) of the training trajectory")
         if calib_clips:
             prior.eval()
             prior.meta["calibration"] = plain(calibrate(prior, calib_clips, dev_scale, log=log if rank == 0 else (lambda m: None)))
-        save(tcfg.steps, True)
+        if ema is None:
+            save(tcfg.steps, True)
+        elif rank == 0 and out is not None:
+            prior.save(out)
         if world > 1:
             dist.barrier()
         prior.eval()
