@@ -80,7 +80,8 @@ class _Writer:
         if self._file is not None:
             self._file.write(np.ascontiguousarray(img).data)
         else:
-            from avatar.data.writer import atomic_write_bytes, encode_image
+            from avatar.io.atomic import atomic_write_bytes
+            from avatar.data.writer import encode_image
 
             path = s._path(self.count)
             self._futs.append(self._pool.submit(
