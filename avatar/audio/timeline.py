@@ -24,3 +24,15 @@ def check_chunk(chunk: Any, name: str = "audio chunk") -> np.ndarray:
     if a.size and not np.isfinite(a).all():
         raise DriveError(f"{name} contains NaN or Inf samples")
     return a
+
+
+def contiguous_audio(wav, fps: float, idx, first_sample: int) -> "np.ndarray | None":
+    """The audio [S] under video frames idx (zero-padded past the end), when idx is one contiguous run
+    starting at audio sample `first_sample`; None without audio or for a non-contiguous idx."""
+    idx = np.asarray(idx)
+    if wav is None or len(idx) == 0 or np.any(np.diff(idx) != 1):
+        return None
+    seg = np.zeros(frame_sample(len(idx), fps), np.float32)
+    part = np.asarray(wav[first_sample:first_sample + len(seg)], np.float32)
+    seg[:len(part)] = part
+    return seg

@@ -456,16 +456,10 @@ class Trainer:
 
     def heldout_audio(self, idx) -> Optional[np.ndarray]:
         """The audio [S] 16 kHz under frames idx when they are one contiguous run (else None)."""
-        from avatar.audio.timeline import frame_sample
+        from avatar.audio.timeline import contiguous_audio, frame_sample
 
-        wav = getattr(self.ds, "audio", None)
-        if wav is None or len(idx) == 0 or np.any(np.diff(np.asarray(idx)) != 1):
-            return None
-        a0 = frame_sample(int(idx[0]), self.ds.fps)
-        seg = np.zeros(frame_sample(len(idx), self.ds.fps), np.float32)
-        part = np.asarray(wav[a0:a0 + len(seg)], np.float32)
-        seg[:len(part)] = part
-        return seg
+        first = frame_sample(int(idx[0]), self.ds.fps) if len(idx) else 0
+        return contiguous_audio(getattr(self.ds, "audio", None), self.ds.fps, idx, first)
 
     def finish(self) -> Path:
         from avatar.train.metrics import evaluate, write_json

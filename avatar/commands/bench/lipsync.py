@@ -143,15 +143,9 @@ def _score_person(avatar, ds, idx, motion: str, prior, make_det, ref=None):
 
 
 def _segment(ds, idx) -> Optional[np.ndarray]:
-    from avatar.audio.timeline import frame_sample
+    from avatar.audio.timeline import contiguous_audio
 
-    if ds.audio is None or np.any(np.diff(idx) != 1):
-        return None
-    a0 = ds.audio_sample(int(idx[0]))
-    seg = np.zeros(frame_sample(len(idx), ds.fps), np.float32)
-    part = np.asarray(ds.audio[a0:a0 + len(seg)], np.float32)
-    seg[:len(part)] = part
-    return seg
+    return contiguous_audio(ds.audio, ds.fps, idx, ds.audio_sample(int(idx[0])))
 
 
 def _cross_language(b: BenchLipsync, ckpt: Path, prior, make_det, person_ref) -> Dict[str, Dict]:
