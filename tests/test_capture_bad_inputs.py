@@ -116,12 +116,14 @@ def test_4k_input_bounded_memory(may, tmp_path):
     ff("-i", may, "-t", "1.2", "-vf", "scale=2160:2160,pad=3840:2160:840:0", "-c:v", "libx264", "-preset",
        "ultrafast", "-c:a", "copy", p)
     code = (
-        "import resource, sys, json\n"
+        "import json\n"
+        "from avatar.io.memory import peak_rss_mb\n"
         "from capture.pipeline import capture\n"
         f"capture([{str(p)!r}], {str(tmp_path / 'o')!r}, min_seconds=1.0, size=256, log=lambda m: None)\n"
-        "print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n")
+        "print(json.dumps(peak_rss_mb()))\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    peak_mb = int(r.stdout.strip().splitlines()[-1]) / 1024
+    # the child's own peak (VmHWM): ru_maxrss would report this pytest process's peak at the fork
+    peak_mb = float(r.stdout.strip().splitlines()[-1])
     # the 30 frames at 3840x2160 RGB would alone be 746 MB on top of the ~450 MB of loaded libraries
     # and models; we decode at <= 1280 px (2.8 MB a frame, one at a time). Measured peak: ~550 MB
     print(f"4K capture peak RSS {peak_mb:.0f} MB")

@@ -5,8 +5,8 @@ scene (Gaussians in a 0.1 m ellipsoid, log-normal scales around `scale` metres, 
 camera at 0.6 m with a ~45 degree field of view): forward ms and forward+backward ms (median of
 `repeats` runs after a warm-up; the backward pushes a fixed random gradient on colours and
 alphas), and peak memory. Every case runs in a fresh subprocess so that CPU peak memory can be
-read as a high-water mark: resource.getrusage(RUSAGE_SELF).ru_maxrss after the first
-forward+backward minus ru_maxrss after building the scene and loading the backend (tracemalloc
+read as a high-water mark: the process's own VmHWM (avatar.io.memory.peak_rss_mb) after the first
+forward+backward minus VmHWM after building the scene and loading the backend (tracemalloc
 cannot see torch's allocator). GPU: torch.cuda.max_memory_allocated() delta over that call.
 
 summary.cpu_vs_torch_speedup_fwd_bwd = torch fwd+bwd time / cpu fwd+bwd time at the `summary_n`
@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from avatar.io.atomic import atomic_write_json
+from avatar.io.memory import peak_rss_mb
 
 
 @dataclass
@@ -162,8 +163,8 @@ class BenchRasterize:
                          "torch_threads": torch.get_num_threads(),
                          "load_average_at_start": list(load_start),
                          "load_average_at_end": list(os.getloadavg()),
-                         "peak_memory_method": ("cpu/torch: ru_maxrss high-water mark after the first "
-                                                "forward+backward minus ru_maxrss after scene set-up and "
+                         "peak_memory_method": ("cpu/torch: VmHWM high-water mark after the first "
+                                                "forward+backward minus VmHWM after scene set-up and "
                                                 "backend load, one fresh process per case; cuda/gsplat: "
                                                 "torch.cuda.max_memory_allocated delta over that call"),
                          "backends": {k: {"available": v[0], "reason": v[1]} for k, v in av.items()}},
@@ -236,8 +237,6 @@ class BenchRasterize:
         return leaves, fn
 
     def _case(self, name: str, n: int, res: int) -> Dict:
-        import resource
-
         import torch
 
         from avatar.ops import rasterize
@@ -268,7 +267,7 @@ class BenchRasterize:
         with torch.no_grad():
             fwd(16)              # loads (or JIT-compiles) the backend outside the measurements
         sync()
-        maxrss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0   # KiB -> MiB
+        maxrss = peak_rss_mb
         base = maxrss()
         if dev.type == "cuda":
             base_gpu = torch.cuda.memory_allocated()
@@ -318,9 +317,7 @@ class BenchRasterize:
             for x in leaves:
                 x.grad = None
 
-        import resource
-
-        maxrss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0   # KiB -> MiB
+        maxrss = peak_rss_mb
         base = maxrss()
         fwd_bwd()                                            # warm-up (loads the extension), high-water mark
         peak = maxrss() - base
