@@ -28,6 +28,7 @@ from avatar.data.cameras import quat_mul, rotmat_to_quat
 from avatar.data.schema import LABELS
 from avatar.io.atomic import atomic_path
 from avatar.model.gaussians import Gaussians
+from avatar.model.skinning import NUM_SEAM_POINTS, seam_rig, skin_weights
 from avatar.model.triplane import HashTriplane
 
 CHECKPOINT_FORMAT = "avatar-checkpoint"
@@ -71,6 +72,15 @@ class AvatarModel(nn.Module):
         K = cfg.motion_dim // 3 if (cfg.deform.skin and cfg.deform.use_motion and cfg.motion_dim % 3 == 0) else 0
         self.register_buffer("skin_points", torch.zeros(K, 3))
         self.register_buffer("skin_metres", torch.zeros(()))
+        # the seams (mouth, eyelids) skinning does not blend across (avatar.model.skinning.seam_rig):
+        # per landmark its seam half (+1 upper, -1 lower, 0 none) and seam id; the seam points [S,3], their
+        # seam ids and the face's up axis. All zeros = plain RBF skinning (checkpoints before seams)
+        S = NUM_SEAM_POINTS if K else 0
+        self.register_buffer("skin_side", torch.zeros(K, dtype=torch.long))
+        self.register_buffer("skin_seam_of", torch.full((K,), -1, dtype=torch.long))
+        self.register_buffer("skin_seam_points", torch.zeros(S, 3))
+        self.register_buffer("skin_seam_ids", torch.zeros(S, dtype=torch.long))
+        self.register_buffer("skin_up", torch.zeros(3))
         self._cache: Optional[Dict[str, torch.Tensor]] = None
 
     # ---- helpers --------------------------------------------------------------------------------------
@@ -106,20 +116,23 @@ class AvatarModel(nn.Module):
             self.motion_scale.copy_(scale.to(self.motion_scale.device))
 
     def set_skinning(self, landmarks: torch.Tensor, metres_per_code: float) -> None:
-        """Landmark skinning from the person's expression landmarks [K,3] (the motion space's indices, head
-        frame) and the metric size of one code unit."""
+        """Landmark skinning from the person's neutral landmarks [478,3] (head frame) and the metric size
+        of one code unit; the skinned landmarks are the motion space's `indices`."""
+        rig = seam_rig(torch.as_tensor(landmarks).cpu().numpy(), (self.motion_space or {}).get("indices") or [])
         with torch.no_grad():
-            self.skin_points.copy_(torch.as_tensor(landmarks, dtype=torch.float32).to(self.skin_points.device))
+            for key, buf in (("points", self.skin_points), ("side", self.skin_side), ("seam_of", self.skin_seam_of),
+                             ("seam_points", self.skin_seam_points), ("seam_ids", self.skin_seam_ids),
+                             ("up", self.skin_up)):
+                buf.copy_(rig[key].to(buf.device))
             self.skin_metres.fill_(float(metres_per_code))
 
     def skin_offsets(self, means: torch.Tensor, labels: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
         """[N,3] offsets: each face/mouth Gaussian moves with the displacement (from the mean expression) of
-        its nearby landmarks, w_ik = exp(-|x_i - p_k|^2 / 2 sigma^2), normalised by max(1, sum_k w_ik)."""
+        the landmarks near it on its side of the mouth and eyelid seams (avatar.model.skinning)."""
         K = self.skin_points.shape[0]
         disp = ((motion.float() - self.motion_mean) * self.skin_metres).view(K, 3)  # [K,3] metres
-        d2 = torch.cdist(means.detach(), self.skin_points).square()  # [N,K]
-        w = torch.exp(-d2 / (2.0 * self.cfg.deform.skin_sigma ** 2))
-        w = w / w.sum(1, keepdim=True).clamp_min(1.0)
+        w = skin_weights(means.detach(), self.skin_points, self.cfg.deform.skin_sigma, self.skin_seam_points,
+                         self.skin_seam_ids, self.skin_up, self.skin_side, self.skin_seam_of)  # [N,K]
         moving = ((labels == LABELS["face"]) | (labels == LABELS["mouth"])).unsqueeze(-1)
         return (w @ disp) * moving  # [N,3]
 
@@ -170,7 +183,7 @@ class AvatarModel(nn.Module):
                 audio_latent = torch.zeros(self.cfg.audio.latent_dim, device=means.device)
             mouth = g.labels == LABELS["mouth"]  # [N]
             feats = can["feats"]
-            if motion is not None and self.skin_points.shape[0] and float(self.skin_metres) > 0:
+            if motion is not None and self.skin_points.shape[0]:  # skin_metres 0 = no offsets (no sync here)
                 means = means + self.skin_offsets(means, g.labels, motion)
             if motion is not None and self.motion_mean.numel() == motion.shape[-1]:
                 motion = (motion.float() - self.motion_mean) / self.motion_scale  # [M] standardised

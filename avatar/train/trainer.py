@@ -238,7 +238,7 @@ class Trainer:
         if K == 0 or lm is None or len(idx) != K or not ms.get("scale"):
             return
         iod = float(np.linalg.norm(lm[33] - lm[263]))  # the outer eye corners (MotionSpace's normalisation)
-        self.model.set_skinning(_import_torch().from_numpy(np.ascontiguousarray(lm[idx], np.float32)),
+        self.model.set_skinning(_import_torch().from_numpy(np.ascontiguousarray(lm, np.float32)),
                                 iod / float(ms["scale"]))
 
     # -- checkpoints --
