@@ -81,6 +81,9 @@ class AvatarModel(nn.Module):
         self.register_buffer("skin_seam_points", torch.zeros(S, 3))
         self.register_buffer("skin_seam_ids", torch.zeros(S, dtype=torch.long))
         self.register_buffer("skin_up", torch.zeros(3))
+        # gain on the skinned displacements, calibrated after training so that the rendered mouth opens as
+        # much as the person's (avatar.train.calibrate); 1 = the landmarks' own displacement
+        self.register_buffer("skin_gain", torch.ones(()))
         self._cache: Optional[Dict[str, torch.Tensor]] = None
 
     # ---- helpers --------------------------------------------------------------------------------------
@@ -130,7 +133,7 @@ class AvatarModel(nn.Module):
         """[N,3] offsets: each face/mouth Gaussian moves with the displacement (from the mean expression) of
         the landmarks near it on its side of the mouth and eyelid seams (avatar.model.skinning)."""
         K = self.skin_points.shape[0]
-        disp = ((motion.float() - self.motion_mean) * self.skin_metres).view(K, 3)  # [K,3] metres
+        disp = ((motion.float() - self.motion_mean) * (self.skin_metres * self.skin_gain)).view(K, 3)  # [K,3] m
         w = skin_weights(means.detach(), self.skin_points, self.cfg.deform.skin_sigma, self.skin_seam_points,
                          self.skin_seam_ids, self.skin_up, self.skin_side, self.skin_seam_of)  # [N,K]
         moving = ((labels == LABELS["face"]) | (labels == LABELS["mouth"])).unsqueeze(-1)

@@ -16,7 +16,7 @@ tens of MB."""
 
 # weights older checkpoints may lack (AvatarModel.from_checkpoint_dict keeps their defaults)
 OPTIONAL = ("motion_mean", "motion_scale", "skin_points", "skin_metres", "skin_side", "skin_seam_of",
-            "skin_seam_points", "skin_seam_ids", "skin_up")  # buffers newer than some checkpoints
+            "skin_seam_points", "skin_seam_ids", "skin_up", "skin_gain")  # buffers newer than some checkpoints
 
 _HINT = "expected an avatar checkpoint written by `avatar train` (avatar.pt)"
 

@@ -56,7 +56,8 @@ def _log(msg: str) -> None:
 
 def finetune_on_capture(prior_path, capture_dir, out=None, *, steps: int = 300, lr: float = 2e-4, batch_size: int = 8,
                         ref_seconds: float = 5.0, resume: bool = False) -> Path:
-    """Fine-tune the prior at `prior_path` on one person's capture folder and store their first
+    """Fine-tune the prior at `prior_path` on one person's capture folder (its training frames only: the
+    held-out test frames stay unseen, so `avatar eval` of the avatar is fair) and store their first
     `ref_seconds` as its style reference; returns the new prior's path (default PRIOR_<capture>.pt).
     The capture's motion space must be the prior's (PriorCheckpointError otherwise)."""
     from avatar.prior.data import load_clip
@@ -64,7 +65,7 @@ def finetune_on_capture(prior_path, capture_dir, out=None, *, steps: int = 300, 
 
     prior_path = Path(prior_path)
     prior = MotionPrior.load(prior_path)
-    clip, ms = load_clip(capture_dir, _audio_cfg(prior.audio_features))
+    clip, ms = load_clip(capture_dir, _audio_cfg(prior.audio_features), split="train")
     out = Path(out) if out is not None else prior_path.with_name(f"{prior_path.stem}_{Path(capture_dir).name}.pt")
     ref = max(1, min(clip.num_frames, int(round(ref_seconds * clip.fps))))
     tcfg = PriorTrainConfig(steps=steps, lr=lr, batch_size=batch_size, warmup_steps=min(20, steps), style_dropout=0.0,

@@ -111,9 +111,10 @@ def landmark_opening(lm2d: np.ndarray) -> np.ndarray:
     return np.asarray(mouth_opening(lm2d), np.float32)
 
 
-def clip_from_capture(path, audio_cfg) -> Tuple[PriorClip, Dict[str, Any]]:
+def clip_from_capture(path, audio_cfg, split: Optional[str] = None) -> Tuple[PriorClip, Dict[str, Any]]:
     """A capture folder -> (PriorClip, motion-space definition dict). Multi-view folders use the
-    first camera's frames (one per time)."""
+    first camera's frames (one per time). split "train": only the longest contiguous run of the
+    capture's training frames (personal fine-tuning must not see the held-out test frames); None: all."""
     from avatar.data import DatasetError, load_capture
 
     ds = load_capture(path)
@@ -126,6 +127,10 @@ def clip_from_capture(path, audio_cfg) -> Tuple[PriorClip, Dict[str, Any]]:
     times = ds.frame_times
     _, first = np.unique(times, return_index=True)        # one frame per time (first camera)
     first = np.sort(first)
+    if split is not None:
+        first = _longest_run(first, np.asarray(ds.split[split], np.int64))
+        if len(first) == 0:
+            raise DatasetError(f'the capture\'s "{split}" split has no frames', Path(path) / "transforms.json", "split")
     t = times[first]
     tr = ds.tracks
     for k in ("motion", "blink", "head_pose"):
@@ -142,6 +147,20 @@ def clip_from_capture(path, audio_cfg) -> Tuple[PriorClip, Dict[str, Any]]:
                      torch.from_numpy(pose_channels(tr["head_pose"][first])), ds.fps,
                      {"source": "capture", "path": str(path), "dropped_frames": int(n_all - len(t))}, opening)
     return clip.check(), ds.motion_space.to_dict()
+
+
+def _longest_run(rows: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """The longest run of consecutive entries of `rows` that are all in `keep`."""
+    ok = np.isin(rows, keep)
+    best, start = (0, 0), None
+    for i, v in enumerate(np.append(ok, False)):
+        if v and start is None:
+            start = i
+        elif not v and start is not None:
+            best = max(best, (i - start, start))
+            start = None
+    n, a = best
+    return rows[a:a + n]
 
 
 def clip_from_synth(path, audio_cfg, fps: Optional[float] = None) -> Tuple[PriorClip, Dict[str, Any]]:
@@ -187,11 +206,12 @@ def clip_from_synth(path, audio_cfg, fps: Optional[float] = None) -> Tuple[Prior
     return clip.check(), ms.to_dict()
 
 
-def load_clip(path, audio_cfg) -> Tuple[PriorClip, Dict[str, Any]]:
-    """A capture folder (transforms.json) or, failing that, a synth identity folder (ground_truth.npz)."""
+def load_clip(path, audio_cfg, split: Optional[str] = None) -> Tuple[PriorClip, Dict[str, Any]]:
+    """A capture folder (transforms.json; `split` as clip_from_capture) or, failing that, a synth
+    identity folder (ground_truth.npz)."""
     p = Path(path)
     if (p / "transforms.json").is_file():
-        return clip_from_capture(p, audio_cfg)
+        return clip_from_capture(p, audio_cfg, split)
     if (p / "ground_truth.npz").is_file():
         return clip_from_synth(p, audio_cfg)
     raise FileNotFoundError(f"{p}: neither a capture folder (transforms.json, from `avatar capture`) nor a synth "

@@ -136,17 +136,25 @@ class TrainConfig:
     """Steps between scalar logs."""
     logger: Literal["tensorboard", "wandb", "none"] = "tensorboard"
     """Logging backend (wandb is optional and offline unless logged in)."""
+    skin_calibration_frames: int = 80
+    """After training, calibrate the landmark-skinning gain (model.skin_gain) on this many training frames
+    so that the rendered mouth's opening amplitude, as the landmark detector sees it, matches the person's
+    (the rendered lip edge lags the landmarks: Gaussian footprints bleed into a small gap). Needs the
+    detector (`avatar train` passes mediapipe) and skinning; 0 = off (gain 1)."""
     eval_max_frames: int = 0
     """Held-out frames evaluated at the end (0 = all)."""
     threads: int = 0
     """torch CPU threads (0 = torch's default)."""
     prior: Optional[str] = None
-    """Motion-prior checkpoint (`avatar prior train`): motion codes in the prior's motion space become the
-    deformation network's motion input (model.deform.use_motion is switched on, model.motion_dim = the
-    prior's M); the capture's motion space must be the prior's. Recorded in avatar.pt for `avatar drive`."""
+    """Motion-prior checkpoint (`avatar prior train`), or "shipped" for the prior inside the package: motion
+    codes in the prior's motion space become the deformation network's motion input (model.deform.use_motion
+    is switched on, model.motion_dim = the prior's M); the capture's motion space must be the prior's.
+    Recorded in avatar.pt for `avatar drive`. With "shipped", a capture without audio trains without a prior
+    (logged), since there is nothing to personalise it on."""
     prior_finetune: bool = False
-    """With `prior`: also fine-tune the prior on this capture (OUT/prior_finetuned.pt, recorded in
-    avatar.pt and used by `avatar drive` instead of the generic prior)."""
+    """With `prior`: also fine-tune the prior on this capture's training frames (OUT/prior_finetuned.pt,
+    recorded in avatar.pt and used by `avatar drive`/`serve`/`export` instead of the generic prior). On
+    held-out real people this is the largest lip-sync gain from audio (see the prior's MODEL_CARD.md)."""
     prior_finetune_steps: int = 300
     """Fine-tuning steps of prior_finetune."""
     prior_motion: Literal["tracked", "predicted"] = "tracked"

@@ -120,7 +120,19 @@ def prepare_prior(cfg, ds, out_dir, reuse_finetuned: bool = False, log=None
         return None, {}
     from avatar.prior.model import PriorCheckpointError
 
-    generic = Path(cfg.prior).expanduser().resolve()
+    from avatar.prior.api import resolve_prior
+
+    if str(cfg.prior) in ("shipped", "default"):
+        if resolve_prior(cfg.prior) is None:
+            raise TrainingError(f"prior: {cfg.prior!r} asks for the prior shipped with the package, which this "
+                                "install lacks (avatar/prior/weights/prior.pt); pass a prior checkpoint or none")
+        if not getattr(ds, "has_audio", True):
+            if log:
+                log("the capture has no audio: training without the shipped motion prior")
+            return None, {}
+    elif str(cfg.prior).lower() in ("none", "off", "no"):
+        return None, {}
+    generic = resolve_prior(cfg.prior).expanduser().resolve()
     cfg.model.deform.use_motion = True
     try:
         return _prior_motion(cfg, ds, out_dir, generic, reuse_finetuned, log)
@@ -454,6 +466,21 @@ class Trainer:
             return self.checkpoint_paths()[-1]
         return self.finish()
 
+    def calibrate_skinning(self) -> Optional[Dict[str, float]]:
+        """cfg.skin_calibration_frames: the skinning gain from evenly spaced training frames
+        (avatar.train.calibrate); None when off, without a detector, skinning or tracked motion."""
+        n = self.cfg.skin_calibration_frames
+        d = self.data
+        if (not n or self.make_detector is None or self.cfg.static or d.motion is None
+                or not self.model.skin_points.shape[0] or not len(d.train_idx)):
+            return None
+        from avatar.train.calibrate import calibrate_skin_gain
+
+        tr = np.asarray(d.train_idx)
+        pick = tr[np.linspace(0, len(tr) - 1, min(n, len(tr))).round().astype(int)]
+        return calibrate_skin_gain(self.model, d, pick, self.make_detector, self.cfg.backend,
+                                   log=(lambda m: print(f"[train] {m}", flush=True)) if self.progress else None)
+
     def heldout_audio(self, idx) -> Optional[np.ndarray]:
         """The audio [S] 16 kHz under frames idx when they are one contiguous run (else None)."""
         from avatar.audio.timeline import contiguous_audio, frame_sample
@@ -464,6 +491,7 @@ class Trainer:
     def finish(self) -> Path:
         from avatar.train.metrics import evaluate, write_json
 
+        calibration = self.calibrate_skinning()
         self.save_checkpoint()
         path = self.model.save(self.out / "avatar.pt", meta={"step": self.step, **self.prior_meta, **self.render_meta})
         self.write_preview()
@@ -477,6 +505,7 @@ class Trainer:
         res["steps"] = self.step
         res["num_gaussians"] = len(self.model.gaussians)
         res["train_seconds"] = getattr(self, "train_seconds", None)
+        res["skin_calibration"] = calibration
         write_json(res, self.out / "eval.json")
         self.eval = res
         self.writer.scalars({f"eval/{k}": v for k, v in res.items() if isinstance(v, float)}, self.step)

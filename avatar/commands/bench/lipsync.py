@@ -8,8 +8,12 @@ and benchmarks/results/eval_protocol.json (+ eval_protocol.md): the field's prot
   audio-energy baselines (baseline_mean_*, baseline_energy_*).
 * Per-identity avatar: `person_clip` (a held-out identity) captured, trained with the CPU preset on its
   first 10/11, and its last 1/11 rendered self-driven (avatar.runtime.heldout.render_capture):
-  with the tracked codes (person_tracked_*), and from audio only through the prior (person_audio_*),
-  each scored against the real frames (landmarks detected on both by mediapipe).
+  with the tracked codes (person_tracked_*), and from audio only through the prior the avatar recorded
+  (person_audio_*: the preset fine-tunes the shipped prior on the training frames) and through the
+  generic prior (person_audio_generic_*), each scored against the real frames (landmarks detected on
+  both by mediapipe).
+* Personal fine-tuning of the prior alone on the held-out clips of at least `personal_min_seconds`
+  (avatar.prior.evaluate.evaluate_personal): prior_{generic,finetuned}_long_heldout_*.
 * Cross-driven: the same avatar driven by unheard speech in several languages (`avatar drive`), the
   rendered mouth's amplitude against the person's own real amplitude and its speech/silence contrast
   against the person's own (cross_lang_*).
@@ -77,6 +81,9 @@ class BenchLipsync:
     """Unheard speech under MEDIA/audio driving the avatar (English, German, French, Spanish)."""
     cross_seconds: float = 20.0
     """Drive with at most this many seconds of each language's clip (0 = all of it)."""
+    personal_min_seconds: float = 20.0
+    """Held-out clips at least this long also measure personal fine-tuning of the prior
+    (avatar.prior.evaluate.evaluate_personal: first 10/11 fine-tunes, last 1/11 scores)."""
     skip_prior_eval: bool = False
     """Do not evaluate the prior on the held-out identities (reuse work/prior_eval.json when present)."""
 
@@ -148,7 +155,7 @@ def _segment(ds, idx) -> Optional[np.ndarray]:
     return contiguous_audio(ds.audio, ds.fps, idx, ds.audio_sample(int(idx[0])))
 
 
-def _cross_language(b: BenchLipsync, ckpt: Path, prior, make_det, person_ref) -> Dict[str, Dict]:
+def _cross_language(b: BenchLipsync, ckpt: Path, make_det, person_ref) -> Dict[str, Dict]:
     from avatar.commands.drive import Drive
     from avatar.eval.protocol import score_frames
     from avatar.audio.timeline import SAMPLE_RATE
@@ -171,7 +178,7 @@ def _cross_language(b: BenchLipsync, ckpt: Path, prior, make_det, person_ref) ->
             mp4.parent.mkdir(parents=True, exist_ok=True)
             cut = mp4.with_suffix(".wav")
             save_wav(cut, wav)
-            Drive(str(ckpt), cut, out=mp4, prior=prior).run()
+            Drive(str(ckpt), cut, out=mp4).run()   # the avatar's recorded (personalised) prior
         frames = np.stack(list(read_frames(mp4)))
         res = score_frames(frames, None, make_det, fps=25.0, audio=wav)
         op = np.asarray([np.nan if v is None else v for v in res["per_frame"]["mouth_opening"]], np.float64)
@@ -198,7 +205,7 @@ def run_bench(b: BenchLipsync) -> Dict:
     from avatar.data import load_capture
     from avatar.eval.report import write_json, write_report
     from avatar.prior.api import default_prior
-    from avatar.runtime.sources import load_avatar
+    from avatar.runtime.sources import load_avatar, recorded_prior
 
     work = Path(b.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -218,6 +225,20 @@ def run_bench(b: BenchLipsync) -> Dict:
     prior_eval = json.loads(pe_path.read_text())
     summary.update({k: v for k, v in prior_eval.get("summary", prior_eval).items() if not isinstance(v, (dict, list))})
     summary["shipped_prior_mb"] = round(prior.stat().st_size / 2 ** 20, 2)
+    # 1b. personal fine-tuning of the prior on the held-out identities with long enough clips
+    pp_path = work / "prior_personal.json"
+    if not pp_path.is_file():
+        from avatar.prior.evaluate import evaluate_personal
+
+        long = [s for s in heldout if split["clips"][s].get("duration_s", 0) >= b.personal_min_seconds]
+        write_json(pp_path, {s: evaluate_personal(prior, _capture(b, s), out_dir=work / "prior_personal")
+                             for s in long})
+    personal = json.loads(pp_path.read_text())
+    for k in ("generic", "finetuned"):
+        for f in ("mouth_open_corr", "mouth_amplitude_ratio", "speech_silence_rel"):
+            v = [c[k][f] for c in personal.values() if c[k].get(f) is not None]
+            summary[f"prior_{k}_long_heldout_{f}"] = float(np.mean(v)) if v else None
+    prior_eval["personal"] = personal
     # 2. the per-identity avatar
     cap = _capture(b, b.person_clip)
     ckpt, minutes = _train_person(b, cap)
@@ -227,19 +248,26 @@ def run_bench(b: BenchLipsync) -> Dict:
     avatar = load_avatar(ckpt)
     make_det = mediapipe_detector
     r_tr, ref, tracked = _score_person(avatar, ds, idx, "tracked", prior, make_det)
-    _, _, audio_only = _score_person(avatar, ds, idx, "prior", prior, make_det, ref)
-    st, sa = tracked["summary"], audio_only["summary"]
+    # audio only: the prior the avatar recorded (the preset's personalised one, fine-tuned on the training
+    # frames), and the generic prior for comparison
+    _, _, audio_only = _score_person(avatar, ds, idx, "prior", None, make_det, ref)
+    _, _, audio_generic = _score_person(avatar, ds, idx, "prior", prior, make_det, ref)
+    st, sa, sg = tracked["summary"], audio_only["summary"], audio_generic["summary"]
     summary.update(person_tracked_mouth_open_corr=st["mouth_open_corr"],
                    person_tracked_amplitude_ratio=st["mouth_amplitude_ratio"],
                    person_audio_mouth_open_corr=sa["mouth_open_corr"],
                    person_audio_amplitude_ratio=sa["mouth_amplitude_ratio"],
-                   person_heldout_psnr=st["psnr"], person_audio_heldout_psnr=sa["psnr"])
-    report = {"methods": {"tracked codes": tracked, "audio only (prior)": audio_only}, "reference": ref.result,
+                   person_heldout_psnr=st["psnr"], person_audio_heldout_psnr=sa["psnr"],
+                   person_audio_generic_mouth_open_corr=sg["mouth_open_corr"],
+                   person_audio_generic_amplitude_ratio=sg["mouth_amplitude_ratio"],
+                   person_audio_prior=str(recorded_prior(avatar)))
+    report = {"methods": {"tracked codes": tracked, "audio only (personalised prior)": audio_only,
+                          "audio only (generic prior)": audio_generic}, "reference": ref.result,
               "meta": {"capture": str(cap), "split": "test", "frames": len(idx), "fps": ds.fps,
                        "size": [r_tr["view"].width, r_tr["view"].height], "detector": "mediapipe"}}
     files = write_report(Path(b.out).with_suffix(""), report)
     # 3. unheard languages
-    cross = _cross_language(b, ckpt, prior, make_det, ref)
+    cross = _cross_language(b, ckpt, make_det, ref)
     amps = [c["amplitude_ratio"] for c in cross.values() if "amplitude_ratio" in c]
     rels = [c["speech_silence_rel"] for c in cross.values() if c.get("speech_silence_rel") is not None]
     summary.update(cross_lang_amplitude_ratio_min=min(amps) if amps else None,
@@ -251,7 +279,8 @@ def run_bench(b: BenchLipsync) -> Dict:
            "identity_split": {"heldout": split["heldout_identities"], "train": split["train_identities"]},
            "summary": summary, "goals": GOALS, "prior_eval": prior_eval, "cross_language": cross,
            "person": {"clip": b.person_clip, "checkpoint": str(ckpt), "tracked": tracked["summary"],
-                      "audio_only": audio_only["summary"], "reference": ref.result["summary"]},
+                      "audio_only": audio_only["summary"], "audio_only_generic": audio_generic["summary"],
+                      "reference": ref.result["summary"]},
            "files": {k: str(v) for k, v in files.items()}}
     write_json(Path(b.out), res)
     # 4. the field's protocol on the same renders, and the one-frame-shifted ground truth as a sanity check
