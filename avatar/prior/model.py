@@ -24,12 +24,13 @@ from torch import nn
 from avatar.audio.timeline import SAMPLE_RATE
 from avatar.io.atomic import atomic_path
 from avatar.prior.config import MotionPriorConfig
+from avatar.prior.gate import VAD_COLUMN, SilenceGateConfig, apply_gate, gate_weights
 from avatar.prior.pca import MotionPCA
 
 CHECKPOINT_FORMAT = "avatar.motion_prior"
 CHECKPOINT_VERSION = 2
 # calibration and personalisation statistics (MotionPrior.calib), fitted by avatar.prior.trainer
-CALIB_KEYS = ("motion_mean", "dev_std", "open_w", "open_b", "gain", "pose_gain")
+CALIB_KEYS = ("motion_mean", "dev_std", "open_w", "open_b", "gain", "pose_gain", "rest_dev", "rest_frames")
 
 
 class PriorCheckpointError(ValueError):
@@ -304,9 +305,12 @@ class MotionPrior(nn.Module):
         m, k = pca.code_dim, pca.latent_dim
         # calib: motion_mean [M] pooled absolute codes (the offset when the person's is unknown), dev_std [M]
         # pooled within-clip std of the (scale-normalised) deviations, open_w [M] / open_b []: linear map
-        # codes -> mouth opening, gain [K] / pose_gain [6]: amplitude calibration (validation variance matching)
+        # codes -> mouth opening, gain [K] / pose_gain [6]: amplitude calibration (validation variance matching),
+        # rest_dev [M] / rest_frames []: the silence gate's resting deviation and how many silent frames
+        # it was estimated from (avatar.prior.gate; 0 = none: priors fitted before it keep the gate off)
         base = {"motion_mean": torch.zeros(m), "dev_std": torch.ones(m), "open_w": torch.zeros(m),
-                "open_b": torch.zeros(()), "gain": torch.ones(k), "pose_gain": torch.ones(6)}
+                "open_b": torch.zeros(()), "gain": torch.ones(k), "pose_gain": torch.ones(6),
+                "rest_dev": torch.zeros(m), "rest_frames": torch.zeros(())}
         for key, val in (calib or {}).items():
             if key not in base:
                 raise PriorCheckpointError(f"prior: unknown calibration entry {key!r}")
@@ -373,13 +377,16 @@ class MotionPrior(nn.Module):
     @torch.no_grad()
     def predict(self, feats: torch.Tensor, pitch: Optional[torch.Tensor],
                 style: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, chunk: int = 256,
-                use_stored_style: bool = True, calibrated: bool = True) -> Dict[str, torch.Tensor]:
+                use_stored_style: bool = True, calibrated: bool = True,
+                gate: Optional[SilenceGateConfig] = None) -> Dict[str, torch.Tensor]:
         """One sequence: feats [T, Da], pitch [T, P]; style (ref_feats [R, Da], ref_motion [R, M]) or None
         (then the reference stored by `avatar prior finetune` when present and use_stored_style, else
         no style). -> deviation [T, M] (motion codes minus the person's mean, in the pool's typical
         amplitude; MotionPrior.personalise makes absolute codes), motion [T, M] = personalise(deviation)
         with the pooled mean, blink [T] in [0, 1], head_pose [T, 6] (rotvec, translation relative to the
-        mean pose), z [T, K] (latents). calibrated: apply the amplitude calibration gains.
+        mean pose), z [T, K] (latents), gate [T] (the silence gate's weight of the prediction; ones when
+        off). calibrated: apply the amplitude calibration gains and the silence gate (avatar.prior.gate;
+        gate=None: SilenceGateConfig() defaults; off for priors without the VAD input or a rest deviation).
         Long inputs run in chunks with enough past context that the result equals a full pass."""
         self.eval()
         if style is None and use_stored_style and self.style_ref is not None and self.cfg.style:
@@ -409,8 +416,14 @@ class MotionPrior(nn.Module):
         o = {k: torch.cat([d[k] for d in outs], 0) for k in outs[0]}
         z = o["motion"] * (self.calib["gain"].to(o["motion"]) if calibrated else 1.0)
         dev = (z * self.pca.scale.to(z)) @ self.pca.components.to(z)          # [T, M] (targets are centred)
+        g = torch.ones(t, device=z.device)
+        gate = gate or SilenceGateConfig()
+        if (calibrated and gate.enabled and pitch is not None and pitch.shape[1] > VAD_COLUMN
+                and float(self.calib["rest_frames"]) >= gate.min_rest_frames):
+            g = gate_weights(pitch[:, VAD_COLUMN], gate)
+            dev = apply_gate(dev, g, self.calib["rest_dev"], self.calib["open_w"], gate.softness)
         pose = o["pose"] * (self.calib["pose_gain"].to(z) if calibrated else 1.0)
-        return {"deviation": dev, "motion": self.personalise(dev), "z": z,
+        return {"deviation": dev, "motion": self.personalise(dev), "z": z, "gate": g,
                 "blink": torch.sigmoid(o["blink_logit"]),                    # [T]
                 "head_pose": pose * self.pose_std + self.pose_mean}          # [T, 6]
 

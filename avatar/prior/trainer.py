@@ -24,6 +24,7 @@ from torch import nn
 
 from avatar.prior.config import PriorTrainConfig
 from avatar.prior.data import PriorClip
+from avatar.prior.gate import VAD_COLUMN, SilenceGateConfig, rest_deviation
 from avatar.prior.model import MotionPrior, PriorCheckpointError, plain
 from avatar.prior.config import MotionPriorConfig
 from avatar.prior.pca import MotionPCA
@@ -80,15 +81,26 @@ def centred_clip(clip: PriorClip, dev_scale: Optional[float]) -> PriorClip:
                      dict(clip.info, scale_factor=f), None if op is None else op.float())
 
 
+def rest_stats(centred: List[PriorClip], gate: Optional[SilenceGateConfig] = None) -> Dict[str, torch.Tensor]:
+    """The silence gate's rest_dev [M] / rest_frames [] (avatar.prior.gate.rest_deviation) from centred
+    clips whose prosody carries the VAD column; {} when none does."""
+    with_vad = [c for c in centred if c.pitch is not None and c.pitch.shape[1] > VAD_COLUMN]
+    if not with_vad:
+        return {}
+    rest, n = rest_deviation([c.motion for c in with_vad], [c.pitch[:, VAD_COLUMN] for c in with_vad],
+                             gate or SilenceGateConfig())
+    return {"rest_dev": rest, "rest_frames": torch.tensor(float(n))}
+
+
 def fit_calibration_stats(clips: List[PriorClip], dev_scale: float) -> Dict[str, torch.Tensor]:
-    """Pooled statistics of the raw training clips: motion_mean, dev_std, open_w, open_b (see
-    MotionPrior.calib); gain/pose_gain stay 1 until calibrate()."""
+    """Pooled statistics of the raw training clips: motion_mean, dev_std, open_w, open_b, rest_dev,
+    rest_frames (see MotionPrior.calib); gain/pose_gain stay 1 until calibrate()."""
     m = clips[0].motion.shape[1]
     mean = torch.cat([c.motion for c in clips]).double().mean(0)
     cen = [centred_clip(c, dev_scale) for c in clips]
     dev = torch.cat([c.motion for c in cen]).double()
     out = {"motion_mean": mean.float(), "dev_std": dev.std(0).clamp_min(1e-6).float(),
-           "open_w": torch.zeros(m), "open_b": torch.zeros(())}
+           "open_w": torch.zeros(m), "open_b": torch.zeros(()), **rest_stats(cen)}
     with_open = [(c, k) for c, k in zip(clips, cen) if c.opening is not None]
     if with_open:
         x = torch.cat([k.motion for _, k in with_open]).double()
@@ -321,6 +333,11 @@ def train_prior(clips: List[PriorClip], motion_space: Dict[str, Any], audio_feat
             prior.check_motion_space(motion_space, clips[0].name)
             prior.check_audio_features(audio_features, clips[0].name)
             prior.meta = dict(prior.meta, finetuned_on=[c.name for c in clips])
+            own = rest_stats(clips)     # the person's own resting expression, when they pause long enough
+            use_own = bool(own) and float(own["rest_frames"]) >= SilenceGateConfig().min_rest_frames
+            if use_own:
+                prior.calib.update(own)
+            prior.meta["rest"] = "own" if use_own else "generic"
         else:
             prior = build_prior(clips, motion_space, audio_features, mcfg or MotionPriorConfig(), tcfg,
                                 raw_clips=raw_clips, dev_scale=dev_scale)
