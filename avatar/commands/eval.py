@@ -159,7 +159,7 @@ class Eval:
         return load_syncnet(self.syncnet, self.syncnet_arch, self.device)
 
     def _self_driven(self, methods) -> Dict:
-        from avatar.audio.timeline import frame_sample
+        from avatar.audio.timeline import contiguous_audio
         from avatar.data.dataset import load_capture
         from avatar.eval.protocol import analyse_reference, score_frames
         from avatar.eval.report import write_report
@@ -174,12 +174,7 @@ class Eval:
         elif np.any(np.diff(idx) != 1):
             audio_note = "the split is not a contiguous run of frames"
         else:
-            wav = ds.audio
-            a0 = ds.audio_sample(int(idx[0]))
-            a1 = a0 + frame_sample(len(idx), ds.fps)
-            audio = np.zeros(a1 - a0, np.float32)
-            seg = wav[a0:a1]
-            audio[:len(seg)] = seg
+            audio = contiguous_audio(ds.audio, ds.fps, idx, ds.audio_sample(int(idx[0])))
         # read every method's frames first: a bad file fails before the slow analysis starts
         loaded = {name: read_renders(path, ds.width, ds.height, idx, ds.num_frames, what=_what(name, path, self))
                   for name, path in methods}
