@@ -15,9 +15,10 @@ predicted more closed stays (replacing it too lowered the held-out mouth correla
 shipped prior from 0.307 to 0.290, mostly on GRID clips whose silences it already predicts closed).
 
 `rest` [M] is the mean clip-centred deviation over the pauses (frames the gate fully replaces) of the
-data the prior was fitted to
-(`rest_deviation`; pooled for a trained prior, the person's own after fine-tuning), so resting lips
-stay as parted as real people's (their speech/silence ratio is only 1.1-1.3). The look-ahead
+prior's training clips (`rest_deviation`, pooled over ~30 identities), so resting lips stay as parted as
+real people's (their speech/silence ratio is only 1.1-1.3). Fine-tuning keeps the pooled rest: one
+person's own pauses are mostly breaths with the mouth open (dfrf_cnn2's would sit above its speech mean
+and made the FLEURS pauses more open than the speech). The look-ahead
 (`lead_frames`) stays within the prior's own audio look-ahead, so streaming sees the same numbers.
 """
 from __future__ import annotations

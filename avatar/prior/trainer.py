@@ -333,11 +333,8 @@ def train_prior(clips: List[PriorClip], motion_space: Dict[str, Any], audio_feat
             prior.check_motion_space(motion_space, clips[0].name)
             prior.check_audio_features(audio_features, clips[0].name)
             prior.meta = dict(prior.meta, finetuned_on=[c.name for c in clips])
-            own = rest_stats(clips)     # the person's own resting expression, when they pause long enough
-            use_own = bool(own) and float(own["rest_frames"]) >= SilenceGateConfig().min_rest_frames
-            if use_own:
-                prior.calib.update(own)
-            prior.meta["rest"] = "own" if use_own else "generic"
+            # the rest deviation stays the pooled one (avatar.prior.gate: a person's own pauses are mostly
+            # breaths, mouth open: dfrf_cnn2's rest would sit above its speech mean)
         else:
             prior = build_prior(clips, motion_space, audio_features, mcfg or MotionPriorConfig(), tcfg,
                                 raw_clips=raw_clips, dev_scale=dev_scale)
