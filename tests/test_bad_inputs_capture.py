@@ -104,8 +104,10 @@ def _capture_cmd(video, out):
 def test_ctrl_c_is_one_line_and_the_rerun_resumes_without_noise(may, tmp_path):
     out = tmp_path / "cap"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # a background job of a non-interactive shell inherits SIGINT ignored (then Python installs no handler
+    # and Ctrl-C is rightly ignored); the test is about our handling of a delivered Ctrl-C
     p = subprocess.Popen(_capture_cmd(may, out), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+                         text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in p.stdout:  # interrupt inside the faces stage (mediapipe running)
         if line.startswith("[capture] audio:"):
             p.send_signal(signal.SIGINT)
