@@ -25,6 +25,7 @@ from avatar.audio.timeline import SAMPLE_RATE
 from avatar.io.atomic import atomic_path
 from avatar.prior.config import MotionPriorConfig
 from avatar.prior.gate import VAD_COLUMN, SilenceGateConfig, apply_gate, gate_weights
+from avatar.prior.pose import PoseConfig, rotation_only, smooth_pose
 from avatar.prior.pca import MotionPCA
 
 CHECKPOINT_FORMAT = "avatar.motion_prior"
@@ -378,13 +379,15 @@ class MotionPrior(nn.Module):
     def predict(self, feats: torch.Tensor, pitch: Optional[torch.Tensor],
                 style: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, chunk: int = 256,
                 use_stored_style: bool = True, calibrated: bool = True,
-                gate: Optional[SilenceGateConfig] = None) -> Dict[str, torch.Tensor]:
+                gate: Optional[SilenceGateConfig] = None, pose_cfg: Optional[PoseConfig] = None
+                ) -> Dict[str, torch.Tensor]:
         """One sequence: feats [T, Da], pitch [T, P]; style (ref_feats [R, Da], ref_motion [R, M]) or None
         (then the reference stored by `avatar prior finetune` when present and use_stored_style, else
         no style). -> deviation [T, M] (motion codes minus the person's mean, in the pool's typical
         amplitude; MotionPrior.personalise makes absolute codes), motion [T, M] = personalise(deviation)
-        with the pooled mean, blink [T] in [0, 1], head_pose [T, 6] (rotvec, translation relative to the
-        mean pose), z [T, K] (latents), gate [T] (the silence gate's weight of the prediction; ones when
+        with the pooled mean, blink [T] in [0, 1], head_pose [T, 6] (rotation vector relative to the mean
+        pose, causally smoothed (avatar.prior.pose, pose_cfg=None: PoseConfig() defaults); translation
+        zero), z [T, K] (latents), gate [T] (the silence gate's weight of the prediction; ones when
         off). calibrated: apply the amplitude calibration gains and the silence gate (avatar.prior.gate;
         gate=None: SilenceGateConfig() defaults; off for priors without the VAD input or a rest deviation).
         Long inputs run in chunks with enough past context that the result equals a full pass."""
@@ -422,10 +425,11 @@ class MotionPrior(nn.Module):
                 and float(self.calib["rest_frames"]) >= gate.min_rest_frames):
             g = gate_weights(pitch[:, VAD_COLUMN], gate)
             dev = apply_gate(dev, g, self.calib["rest_dev"], self.calib["open_w"], gate.softness)
-        pose = o["pose"] * (self.calib["pose_gain"].to(z) if calibrated else 1.0)
+        pose = smooth_pose(o["pose"], pose_cfg or PoseConfig())               # [T, 6] normalised
+        pose = pose * (self.calib["pose_gain"].to(z) if calibrated else 1.0)
         return {"deviation": dev, "motion": self.personalise(dev), "z": z, "gate": g,
                 "blink": torch.sigmoid(o["blink_logit"]),                    # [T]
-                "head_pose": pose * self.pose_std + self.pose_mean}          # [T, 6]
+                "head_pose": rotation_only(pose * self.pose_std + self.pose_mean)}   # [T, 6]
 
     # --- checkpoint ------------------------------------------------------------------------------
     def checkpoint(self) -> Dict[str, Any]:

@@ -243,14 +243,18 @@ def _rotvec_to_matrix(rv: np.ndarray) -> np.ndarray:
 def head_motion_viewmat(viewmat: np.ndarray, pose6: np.ndarray, scale: float = 1.0) -> np.ndarray:
     """The reference (neutral) camera's world(head)-to-camera `viewmat` [4, 4] moved by the head motion
     pose6 = (rotation vector, translation) relative to the mean pose (avatar.prior.data.pose_channels:
-    camera-to-head R_t = R_ref exp(rv), t_t = t_ref + tr), blended with the neutral pose by `scale`
-    (0: the neutral camera, 1: the predicted motion, > 1 exaggerated)."""
+    camera-to-head R_t = R_ref E with E = exp(rv)), blended with the neutral pose by `scale` (0: the
+    neutral camera, 1: the predicted motion, > 1 exaggerated). The head turns about its own centre: the
+    camera orbits it, t_t = R_ref E R_ref^T t_ref (+ tr), so the head's origin stays where it was in the
+    image (the prior's translation is zero: avatar.prior.pose)."""
     V = np.asarray(viewmat, np.float64).reshape(4, 4)
     c2h = np.linalg.inv(V)
     p = np.asarray(pose6, np.float64) * float(scale)
+    R = c2h[:3, :3]
+    turn = R @ _rotvec_to_matrix(p[:3]) @ R.T                    # the same rotation, in head coordinates
     out = np.eye(4)
-    out[:3, :3] = c2h[:3, :3] @ _rotvec_to_matrix(p[:3])
-    out[:3, 3] = c2h[:3, 3] + p[3:6]
+    out[:3, :3] = turn @ R
+    out[:3, 3] = turn @ c2h[:3, 3] + p[3:6]
     return np.linalg.inv(out).astype(np.float32)
 
 
