@@ -4,7 +4,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-MEDIA = Path(__file__).resolve().parents[1] / ".." / "shared" / "media"
 POOL_CAPTURES = Path("/work/cache/pool")
 
 
@@ -19,13 +18,12 @@ def test_shipped_prior_loads_and_has_a_model_card():
     assert p.motion_dim == 147 and p.meta.get("targets") == "clip_centred"
 
 
-@pytest.mark.skipif(not (MEDIA / "audio").is_dir(), reason="../shared/media/audio (real speech) is absent")
-def test_shipped_prior_opens_more_on_speech_than_on_silence():
+def test_shipped_prior_opens_more_on_speech_than_on_silence(media):
     from avatar.audio.timeline import SAMPLE_RATE, num_frames
     from avatar.media.audio import load_audio
     from avatar.prior.api import SHIPPED_PRIOR, predict_prior
 
-    wav = load_audio(MEDIA / "audio" / "librispeech_198-209-0000_F.ogg")[: 6 * SAMPLE_RATE]
+    wav = load_audio(media / "audio" / "librispeech_198-209-0000_F.ogg")[: 6 * SAMPLE_RATE]
     sil = np.zeros(3 * SAMPLE_RATE, np.float32)
     x = np.concatenate([sil, wav, sil])
     n = num_frames(len(x), 25.0)
@@ -36,15 +34,14 @@ def test_shipped_prior_opens_more_on_speech_than_on_silence():
     assert out["motion"].shape == (n, 147) and out["head_pose"].shape == (n, 6)
 
 
-@pytest.mark.skipif(not (MEDIA / "audio").is_dir(), reason="../shared/media/audio (real speech) is absent")
-def test_shipped_prior_mean_opening_is_higher_on_speech_than_on_silence():
+def test_shipped_prior_mean_opening_is_higher_on_speech_than_on_silence(media):
     """Before the silence gate the prior held the mouth in leading digital silence at 0.0998, as open
     as its speech mean 0.0997; the gate closes it to the pooled rest."""
     from avatar.audio.timeline import SAMPLE_RATE
     from avatar.media.audio import load_audio
     from avatar.prior.api import SHIPPED_PRIOR, load_prior, predict_prior
 
-    wav = load_audio(MEDIA / "audio" / "librispeech_198-209-0000_F.ogg")[: 6 * SAMPLE_RATE]
+    wav = load_audio(media / "audio" / "librispeech_198-209-0000_F.ogg")[: 6 * SAMPLE_RATE]
     sil = np.zeros(3 * SAMPLE_RATE, np.float32)
     out = predict_prior(SHIPPED_PRIOR, np.concatenate([sil, wav, sil]), 25.0, 300)
     op = out["opening"]
