@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -30,19 +31,20 @@ class PoseConfig:
 
 
 def smooth_pose(pose: torch.Tensor, cfg: PoseConfig) -> torch.Tensor:
-    """pose [T, C] -> [T, C]: causal EMA y[t] = a * x[t] + (1 - a) * y[t - 1], y[0] = x[0]."""
+    """pose [T, C] -> [T, C]: causal EMA y[t] = a * x[t] + (1 - a) * y[t - 1], y[0] = x[0].
+    (A numpy loop: ~3 ms for 1800 frames; scipy.signal.lfilter would cost ~0.9 s of import on the
+    first drive/serve call.)"""
     if pose.ndim != 2:
         raise ValueError(f"smooth_pose: pose must be [T, C], got {tuple(pose.shape)}")
     if cfg.smooth_frames <= 0 or pose.shape[0] < 2:
         return pose
     a = 1.0 / (1.0 + cfg.smooth_frames)
-    out = torch.empty_like(pose)
-    y = pose[0]
-    out[0] = y
-    for t in range(1, pose.shape[0]):
-        y = a * pose[t] + (1.0 - a) * y
-        out[t] = y
-    return out
+    x = pose.detach().cpu().double().numpy()
+    y = np.empty_like(x)
+    y[0] = x[0]
+    for t in range(1, len(x)):
+        y[t] = a * x[t] + (1.0 - a) * y[t - 1]
+    return torch.from_numpy(y).to(pose)
 
 
 def rotation_only(pose: torch.Tensor) -> torch.Tensor:
