@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -243,6 +243,22 @@ class MotionPriorNet(nn.Module):
                 "pose": self.pose_head(x)}                  # [B, T, pose_dim]
 
 
+class PriorEnsemble(nn.Module):
+    """cfg.members MotionPriorNet of one config (each initialised on its own); forward -> the mean of
+    their outputs (the same dict as MotionPriorNet), members(...) -> each one's."""
+
+    def __init__(self, cfg: MotionPriorConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.members = nn.ModuleList([MotionPriorNet(cfg) for _ in range(cfg.members)])
+
+    def forward(self, audio: torch.Tensor, pitch: Optional[torch.Tensor] = None,
+                style: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        outs = [m(audio, pitch, style) for m in self.members]
+        return {k: torch.stack([o[k] for o in outs]).mean(0) for k in outs[0]}
+
+
 # ----------------------------------------------------------------------------------------------
 # the deployable bundle + checkpoint
 # ----------------------------------------------------------------------------------------------
@@ -297,7 +313,7 @@ class MotionPrior(nn.Module):
         if pca.latent_dim != cfg.code_dim:
             raise PriorCheckpointError(f"prior: config.code_dim={cfg.code_dim} but the PCA has {pca.latent_dim} components")
         self.cfg = cfg
-        self.net = MotionPriorNet(cfg)
+        self.net = MotionPriorNet(cfg) if cfg.members == 1 else PriorEnsemble(cfg)
         self.pca = pca
         self.motion_space = plain(motion_space)
         self.audio_features = plain(audio_features)
@@ -353,6 +369,17 @@ class MotionPrior(nn.Module):
                 ) -> Dict[str, torch.Tensor]:
         """feats [B, T, Da] raw, pitch [B, T, 3] raw -> dict of network outputs (normalised)."""
         return self.net(self.norm_audio(feats), None if pitch is None or not self.cfg.pitch_dim else self.norm_pitch(pitch), style)
+
+    @property
+    def member_nets(self) -> List[nn.Module]:
+        """The networks of the ensemble (a list of one for a single network)."""
+        return list(self.net.members) if isinstance(self.net, PriorEnsemble) else [self.net]
+
+    def member_forward(self, i: int, feats: torch.Tensor, pitch: Optional[torch.Tensor],
+                       style: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """As forward, for ensemble member i alone (training gives each member its own batch and loss)."""
+        return self.member_nets[i](self.norm_audio(feats),
+                                   None if pitch is None or not self.cfg.pitch_dim else self.norm_pitch(pitch), style)
 
     def personalise(self, deviation: torch.Tensor, mean=None, std=None) -> torch.Tensor:
         """Absolute motion codes [T, M] from predicted deviations: mean (the person's mean codes [M], or

@@ -22,6 +22,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from avatar.prior.augment import augment_feats, resample_frames, stretch_rate
 from avatar.prior.config import PriorTrainConfig
 from avatar.prior.data import PriorClip
 from avatar.prior.gate import VAD_COLUMN, SilenceGateConfig, rest_deviation
@@ -212,37 +213,51 @@ class _TrainStep(nn.Module):
 
     def forward(self, feats, pitch, codes, blink, pose, ref_feats, ref_codes, drop, gains
                 ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        # feats [B,T,Da], pitch [B,T,3], codes [B,T,M], blink [B,T], pose [B,T,6],
-        # ref_feats [B,R,Da], ref_codes [B,R,M], drop [B] bool, gains [B,K] style augmentation
-        p, t = self.prior, self.tcfg
+        # one batch per ensemble member (leading E): feats [E,B,T,Da], pitch [E,B,T,P], codes [E,B,T,M],
+        # blink [E,B,T], pose [E,B,T,6], ref_feats [E,B,R,Da], ref_codes [E,B,R,M], drop [E,B] bool,
+        # gains [E,B,K] style augmentation
+        t = self.tcfg
+        parts = [self._member(i, *(x[i] for x in (feats, pitch, codes, blink, pose, ref_feats, ref_codes, drop, gains)))
+                 for i in range(feats.shape[0])]
+        parts = {k: torch.stack([q[k] for q in parts]).mean() for k in parts[0]}
+        loss = (t.motion_weight * parts["motion"] + t.velocity_weight * parts["velocity"] + t.blink_weight * parts["blink"]
+                + t.pose_weight * parts["pose"] + t.open_weight * parts["open"])
+        return loss, {k: v.detach() for k, v in parts.items()}
+
+    def _member(self, i, feats, pitch, codes, blink, pose, ref_feats, ref_codes, drop, gains) -> Dict[str, torch.Tensor]:
+        """The loss terms of ensemble member i on its own batch (the shapes of forward without E)."""
+        p = self.prior
         z = p.encode_motion(codes) * gains[:, None]                                 # [B,T,K]
         style = None
-        if p.cfg.style:
+        if p.cfg.style:                                                             # single network only
             ref_z = p.encode_motion(ref_codes) * gains[:, None]
             tokens = p.net.encode_style(p.norm_audio(ref_feats), ref_z)             # [B,S,d]
             null = p.net.null_style[None].expand_as(tokens)
             style = torch.where(drop[:, None, None], null, tokens)
-        out = p(feats, pitch, style)
+        return self._parts(p.member_forward(i, feats, pitch, style), z, blink, pose)
+
+    def _parts(self, out: Dict[str, torch.Tensor], z: torch.Tensor, blink: torch.Tensor, pose: torch.Tensor
+               ) -> Dict[str, torch.Tensor]:
+        """The loss terms of one network's output against the whitened targets z [B,T,K]."""
+        p = self.prior
         w = p.pca.scale.to(z) ** 2
         w = w / w.sum()
         err = out["motion"] - z
-        l_motion = (err ** 2 * w).sum(-1).mean()
         wo = (p.calib["open_w"].to(z) @ p.pca.components.to(z).T) * p.pca.scale.to(z)   # opening direction in z
-        l_open = (err @ wo).pow(2).mean() / (wo @ wo).clamp_min(1e-12) if float(wo.abs().sum()) > 0 else err.sum() * 0
-        l_vel = ((err[:, 1:] - err[:, :-1]) ** 2 * w).sum(-1).mean() if err.shape[1] > 1 else err.sum() * 0
-        l_blink = F.binary_cross_entropy_with_logits(out["blink_logit"], blink.clamp(0, 1))
-        l_pose = ((out["pose"] - (pose - p.pose_mean) / p.pose_std) ** 2).mean()
-        loss = (t.motion_weight * l_motion + t.velocity_weight * l_vel + t.blink_weight * l_blink
-                + t.pose_weight * l_pose + t.open_weight * l_open)
-        return loss, {"motion": l_motion.detach(), "velocity": l_vel.detach(), "blink": l_blink.detach(),
-                      "pose": l_pose.detach(), "open": l_open.detach()}
+        return {"motion": (err ** 2 * w).sum(-1).mean(),
+                "velocity": ((err[:, 1:] - err[:, :-1]) ** 2 * w).sum(-1).mean() if err.shape[1] > 1 else err.sum() * 0,
+                "blink": F.binary_cross_entropy_with_logits(out["blink_logit"], blink.clamp(0, 1)),
+                "pose": ((out["pose"] - (pose - p.pose_mean) / p.pose_std) ** 2).mean(),
+                "open": (err @ wo).pow(2).mean() / (wo @ wo).clamp_min(1e-12) if float(wo.abs().sum()) > 0
+                else err.sum() * 0}
 
 
 def sample_global_batch(clips: List[PriorClip], step: int, global_batch: int, window: int, ref: int,
-                        tcfg: PriorTrainConfig) -> List[Tuple[int, int, int, bool, int]]:
-    """The global batch of `step`: (clip index, target start, reference start, drop style, augmentation
-    seed) per sample; identical on every rank and independent of history (exact resume)."""
-    g = torch.Generator().manual_seed(tcfg.seed * 1_000_003 + step + 1)
+                        tcfg: PriorTrainConfig, member: int = 0) -> List[Tuple[int, int, int, bool, int]]:
+    """The global batch of `step` for ensemble member `member` (each has its own stream, member 0 the
+    single network's): (clip index, target start, reference start, drop style, augmentation seed) per
+    sample; identical on every rank and independent of history (exact resume)."""
+    g = torch.Generator().manual_seed(tcfg.seed * 1_000_003 + step + 1 + member * 1_000_000_007)
     out = []
     w = torch.tensor([float(c.num_frames) ** 0.5 for c in clips])   # a clip counts ~ sqrt(its length)
     for _ in range(global_batch):
@@ -270,15 +285,23 @@ def _gains(items, k: int, amount: float) -> torch.Tensor:
     return torch.stack(out)
 
 
-def _collate(clips: List[PriorClip], items, window: int, ref: int, dev: torch.device, k: int, augment: float):
+def _collate(clips: List[PriorClip], items, window: int, ref: int, dev: torch.device, k: int, tcfg: PriorTrainConfig):
     def stack(get):
         return torch.stack([get(clips[ci], s, r) for ci, s, r, *_ in items]).to(dev)
-    return (stack(lambda c, s, r: c.feats[s:s + window]), stack(lambda c, s, r: c.pitch[s:s + window]),
-            stack(lambda c, s, r: c.motion[s:s + window]), stack(lambda c, s, r: c.blink[s:s + window]),
-            stack(lambda c, s, r: c.pose[s:s + window]), stack(lambda c, s, r: c.feats[r:r + ref]),
+
+    def target(name: str):   # [B, window, ...] of the sample windows, speed-perturbed (tcfg.speed)
+        out = []
+        for ci, s, _, _, seed in items:
+            c = clips[ci]
+            n = min(max(2, round(window * stretch_rate(seed, tcfg.speed))), c.num_frames - s)
+            x = resample_frames(getattr(c, name)[s:s + n], window)
+            out.append(augment_feats(x, seed, tcfg.vtlp, tcfg.freq_mask) if name == "feats" else x)
+        return torch.stack(out).to(dev)
+    return (target("feats"), target("pitch"), target("motion"), target("blink"), target("pose"),
+            stack(lambda c, s, r: c.feats[r:r + ref]),
             stack(lambda c, s, r: c.motion[r:r + ref]),
             torch.tensor([d for _, _, _, d, _ in items], dtype=torch.bool, device=dev),
-            _gains(items, k, augment).to(dev))
+            _gains(items, k, tcfg.style_augment).to(dev))
 
 
 def lr_at(step: int, tcfg: PriorTrainConfig) -> float:
@@ -390,8 +413,11 @@ def train_prior(clips: List[PriorClip], motion_space: Dict[str, Any], audio_feat
         running: Dict[str, float] = {}
         for step in range(start, tcfg.steps):
             torch.manual_seed(tcfg.seed * 7919 + step * 31 + rank)     # dropout noise: a function of (step, rank)
-            items = sample_global_batch(clips, step, gb, window, ref, tcfg)[rank * tcfg.batch_size:(rank + 1) * tcfg.batch_size]
-            batch = _collate(clips, items, window, ref, dev, prior.cfg.code_dim, tcfg.style_augment)
+            per_member = []
+            for e in range(prior.cfg.members):
+                items = sample_global_batch(clips, step, gb, window, ref, tcfg, e)[rank * tcfg.batch_size:(rank + 1) * tcfg.batch_size]
+                per_member.append(_collate(clips, items, window, ref, dev, prior.cfg.code_dim, tcfg))
+            batch = [torch.stack(x) for x in zip(*per_member)]                 # leading E: one batch per member
             for gparam in opt.param_groups:
                 gparam["lr"] = lr_at(step, tcfg)
             loss, parts = model(*batch)
@@ -401,7 +427,8 @@ def train_prior(clips: List[PriorClip], motion_space: Dict[str, Any], audio_feat
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if tcfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(prior.parameters(), tcfg.grad_clip)
+                for net in prior.member_nets:                                  # members stay independent
+                    nn.utils.clip_grad_norm_(net.parameters(), tcfg.grad_clip)
             opt.step()
             if ema is not None:
                 with torch.no_grad():
