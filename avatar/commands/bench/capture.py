@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from avatar.commands.bench.machine import device, load_average, versions
+
 _MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media" / "video" / "may_5s.mp4"
 
 
@@ -24,13 +26,8 @@ class BenchCapture:
 
     def main(self) -> int:
         import json
-        import os
-        import platform
         import tempfile
         import time
-
-        import cv2
-        import numpy as np
 
         from avatar.data import load_capture
         from avatar.io.atomic import atomic_write_json
@@ -56,18 +53,10 @@ class BenchCapture:
                 print(f"run {r}: {n} frames in {wall:.2f} s = {n / wall:.1f} frames/s "
                       f"(coverage {summary['landmark_coverage']:.3f})")
         best = max(cases, key=lambda c: c["frames_per_second"])
-        try:
-            load = os.getloadavg()
-        except OSError:
-            load = None
-        import mediapipe
-        import torch
-
+        load = load_average()
         result = {
-            "device": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                       "load_average_at_end": load},
-            "versions": {"python": platform.python_version(), "numpy": np.__version__, "opencv": cv2.__version__,
-                         "mediapipe": mediapipe.__version__, "torch": torch.__version__},
+            "device": device(),
+            "versions": versions("cv2", "mediapipe"),
             "settings": {"video": str(self.video), "size": self.size, "image_format": self.image_format,
                          "repeats": self.repeats, "stages": "probe..write including report/",
                          "note": "frames_per_second: best wall-clock run of the whole pipeline call (models "

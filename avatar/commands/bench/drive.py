@@ -17,8 +17,6 @@ long a live stream waits for its frames.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import tempfile
 import time
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from typing import Any, Dict, Optional
 
 from avatar.audio.timeline import SAMPLE_RATE
 from avatar.io.atomic import atomic_write_json
+from avatar.commands.bench.machine import device, load_average, versions
 
 
 @dataclass
@@ -58,25 +57,6 @@ class BenchDrive:
         print(f"wrote {self.out}")
         return 0
 
-
-def _versions() -> Dict[str, str]:
-    import numpy
-    import torch
-    import websockets
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-            "websockets": websockets.__version__}
-
-
-def _device(dev: str) -> Dict[str, Any]:
-    import torch
-
-    d = {"kind": dev, "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-         "torch_threads": torch.get_num_threads(),
-         "load_average_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
-    if dev == "cuda":
-        d["gpu"] = torch.cuda.get_device_name(0)
-    return d
 
 
 def default_checkpoint(path: Path) -> Path:
@@ -204,7 +184,7 @@ def run_bench(self: BenchDrive) -> Dict[str, Any]:
 
     if self.threads is not None:
         torch.set_num_threads(int(self.threads))
-    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    load_before = load_average()
 
     from avatar.ops import backends
     from avatar.runtime.sources import load_avatar
@@ -251,8 +231,8 @@ def run_bench(self: BenchDrive) -> Dict[str, Any]:
                         "gpu_fps_stereo_512": round(gpu["gpu_stereo_512"]["fps"], 1),
                         "gpu_latency_ms_p50": round(gpu["gpu_latency"]["latency_ms_p50"], 1)})
     res = {
-        "device": dict(_device("cuda" if gpu else "cpu"), load_average_at_start=load_before),
-        "versions": _versions(),
+        "device": dict(device("cuda" if gpu else "cpu"), load_average_at_start=load_before),
+        "versions": versions("websockets"),
         "backend": {"requested": self.backend, "used": resolved, "available": used},
         "settings": {"checkpoint": str(self.ckpt) if self.ckpt else "default config, untrained weights",
                      "gaussians": n_gauss, "audio": audio_name, "seconds": self.seconds,

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from avatar.commands.train import mediapipe_detector
+from avatar.commands.bench.machine import device, versions
 
 REPO = Path(__file__).resolve().parents[3]
 MEDIA = Path(os.environ.get("AVATAR_MEDIA", REPO.parent / "shared" / "media"))
@@ -92,17 +92,6 @@ class BenchLipsync:
         print(json.dumps(res["summary"], indent=2))
         print(f"wrote {self.out} and {self.eval_out}")
         return 0
-
-
-def _env() -> Dict[str, Any]:
-    import cv2
-    import torch
-
-    return {"device": {"kind": "cpu", "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                       "torch_threads": torch.get_num_threads(),
-                       "load_average_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
-            "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                         "numpy": np.__version__, "opencv": cv2.__version__}}
 
 
 def _capture(b: BenchLipsync, stem: str) -> Path:
@@ -273,7 +262,7 @@ def run_bench(b: BenchLipsync) -> Dict:
     summary.update(cross_lang_amplitude_ratio_min=min(amps) if amps else None,
                    cross_lang_amplitude_ratio_max=max(amps) if amps else None,
                    cross_lang_speech_silence_rel_min=min(rels) if rels else None)
-    env = _env()
+    env = {"device": device(), "versions": versions("cv2", "mediapipe")}
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(b).items()}
     res = {"benchmark": "lipsync", **env, "settings": dict(settings, prior=str(prior)),
            "identity_split": {"heldout": split["heldout_identities"], "train": split["train_identities"]},

@@ -22,8 +22,6 @@ articulation - 8 vowels, labial consonants - and per-identity gains of opening/s
 from __future__ import annotations
 
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -34,6 +32,7 @@ from typing import Any, Dict, List, Literal, Tuple
 from avatar.audio.timeline import SAMPLE_RATE
 from avatar.io.atomic import atomic_write_json
 from avatar.prior.config import MotionPriorConfig, PriorTrainConfig
+from avatar.commands.bench.machine import device, versions
 
 
 def _default_train() -> PriorTrainConfig:
@@ -315,9 +314,8 @@ def run_bench(b: BenchPrior) -> Dict[str, Any]:
         summary["silence_to_real_speech_opening_ratio"] = float(np.mean([r["silence_ratio"] for r in real.values()]))
     return {
         "benchmark": "prior",
-        "device": {"kind": "cpu", "cpu": platform.processor() or platform.machine(), "threads": b.threads,
-                   "cpu_count": os.cpu_count()},
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
+        "device": device("cpu"),
+        "versions": versions(),
         "settings": {
             "data": source,
             "motion_space": space,

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from typing import Dict, List, Optional, Tuple
 
 from avatar.io.atomic import atomic_write_json
 from avatar.io.memory import peak_rss_mb
+from avatar.commands.bench.machine import device, load_average, versions
 
 
 @dataclass
@@ -74,13 +74,12 @@ class BenchRasterize:
     torch reference's own threads too."""
 
     def main(self) -> int:
-        import numpy
         import torch
 
         from avatar.ops import backends
 
         av = backends()
-        load_start = os.getloadavg()
+        load_start = load_average()
         results: List[Dict] = []
         has_gpu = torch.cuda.is_available()
         plan: List[Tuple[str, int, int]] = []
@@ -152,17 +151,16 @@ class BenchRasterize:
                 f"cuda: {av['cuda'][1]}; gsplat: {av['gsplat'][1]}")
 
         doc = {
-            "device": self._device(),
-            "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                         "numpy": numpy.__version__, "gsplat": _version("gsplat")},
+            "device": device(),
+            "versions": versions("gsplat"),
             "settings": {**{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()
                             if k != "out"},
                          "scene": "Gaussians ~ N(0, (0.06, 0.08, 0.06) m) around the origin, "
                                   "log-normal scales (median `scale`), uniform opacity 0.1-1, random "
                                   "rotations, SH degree `sh_degree`; 1 camera at 0.6 m, f = 1.2 * res",
                          "torch_threads": torch.get_num_threads(),
-                         "load_average_at_start": list(load_start),
-                         "load_average_at_end": list(os.getloadavg()),
+                         "load_average_at_start": load_start,
+                         "load_average_at_end": load_average(),
                          "peak_memory_method": ("cpu/torch: VmHWM high-water mark after the first "
                                                 "forward+backward minus VmHWM after scene set-up and "
                                                 "backend load, one fresh process per case; cuda/gsplat: "
@@ -337,25 +335,6 @@ class BenchRasterize:
                 "forward_ms_all": [round(1e3 * x, 2) for x in t_f],
                 "forward_backward_ms_all": [round(1e3 * x, 2) for x in t_fb],
                 "peak_memory_mb": round(peak, 1)}
-
-    @staticmethod
-    def _device() -> Dict:
-        import torch
-
-        d = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-             "cpu_count": os.cpu_count()}
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    d["cpu_model"] = line.split(":", 1)[1].strip()
-                    break
-        except OSError:
-            pass
-        if torch.cuda.is_available():
-            d["gpu"] = torch.cuda.get_device_name(0)
-        else:
-            d["gpu"] = None
-        return d
 
 
 def _version(mod: str) -> Optional[str]:

@@ -10,7 +10,9 @@ twice, with deformation and as a static baseline (`static: true`, same steps) ->
                            fraction of dark (mouth-interior-like) pixels in the mouth box, the threshold
                            halfway between the training frames' mouth-interior and face-skin luminance.
 Real: ../shared/media/video/may_5s.mp4 captured at `real_size`² and trained the same two ways:
-  real_psnr_heldout, real_mouth_gain_db, and a contact sheet (rows: real, deformation, static).
+  real_psnr_heldout, real_mouth_gain_db, and a contact sheet (rows: real, deformation, static). No goal
+  on them: lip sync on real people is measured, with its goals, by `avatar bench lipsync` (the old
+  real_mouth_gain_db >= 0 passed while the real mouth did not move).
 Subcommands run as subprocesses (`python -m avatar synth/capture` equivalents), so this app never imports
 the capture package.
 """
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Literal
 
 import numpy as np
+
+from avatar.commands.bench.machine import device, versions
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -77,8 +80,6 @@ class BenchTrain:
 
     def main(self) -> int:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        import torch
-
         work = Path(self.work)
         work.mkdir(parents=True, exist_ok=True)
         out = Path(self.out)
@@ -101,14 +102,12 @@ class BenchTrain:
                 summary.update(real_psnr_heldout=real["dynamic"]["psnr"],
                                real_mouth_gain_db=real["dynamic"]["mouth_psnr"] - real["static"]["mouth_psnr"],
                                real_contact_sheet=str(out.with_name(out.stem + "_real_contact.png").name))
-        goals = {"synthetic_psnr_heldout": 30.0, "synthetic_mouth_gain_db": 3.0, "synthetic_mouth_corr": 0.7,
-                 "real_mouth_gain_db": 0.0}
+        goals = {"synthetic_psnr_heldout": 30.0, "synthetic_mouth_gain_db": 3.0, "synthetic_mouth_corr": 0.7}
         summary["goals_met"] = {k: bool(summary[k] >= v) for k, v in goals.items()
                                 if isinstance(summary.get(k), (int, float))}
         result = {
-            "device": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                       "cuda": torch.cuda.is_available(), "torch_threads": torch.get_num_threads()},
-            "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
+            "device": device(),
+            "versions": versions(),
             "settings": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()},
             "cases": cases,
             "summary": summary,
