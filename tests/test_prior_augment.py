@@ -6,9 +6,9 @@ import torch
 from avatar.prior.augment import augment_feats, resample_frames, stretch_rate, warp_mel
 from avatar.prior.config import MotionPriorConfig
 from avatar.prior.model import MotionPrior, PriorEnsemble
-from avatar.prior.trainer import _collate, sample_global_batch, train_prior, train_state_path
+from avatar.prior.trainer import _collate, sample_global_batch, train_prior
 
-from tests.test_prior_train import AUDIO, SPACE, TINY, _clips, _tcfg
+from tests.test_prior_train import AUDIO, SPACE, TINY, _clips, _tcfg, interrupted_then_resumed
 
 
 def test_warp_mel_moves_the_mel_axis_by_the_factor():
@@ -90,8 +90,6 @@ def test_ensemble_averages_its_members_and_round_trips(tmp_path):
 
 
 def test_augmented_ensemble_training_resumes_exactly_and_its_loss_falls(tmp_path, monkeypatch):
-    import avatar.prior.trainer as trainer
-
     clips = _clips(3)
     cfg = MotionPriorConfig(**dict(TINY.to_dict(), members=2))
     aug = dict(vtlp=0.15, freq_mask=2, speed=0.15)
@@ -100,22 +98,9 @@ def test_augmented_ensemble_training_resumes_exactly_and_its_loss_falls(tmp_path
                        tmp_path / "full.pt", log=logs.append)
     motion = [float(m.split("motion ")[1].split()[0]) for m in logs if m.startswith("step")]
     assert motion[-1] < 0.6 * motion[0], motion                            # both members learn
-    out = tmp_path / "part.pt"
-    orig = trainer.lr_at
-
-    def dying_lr_at(step, c):
-        if step == 6:
-            raise KeyboardInterrupt
-        return orig(step, c)
-
-    short = dict(steps=8, **aug)
-    ref = train_prior(clips, SPACE, AUDIO, _tcfg(**short), cfg, tmp_path / "ref.pt", log=lambda m: None)
-    monkeypatch.setattr(trainer, "lr_at", dying_lr_at)
-    with pytest.raises(KeyboardInterrupt):
-        train_prior(clips, SPACE, AUDIO, _tcfg(**short), cfg, out, log=lambda m: None)
-    monkeypatch.setattr(trainer, "lr_at", orig)
-    assert torch.load(train_state_path(out), weights_only=True)["train_state"]["step"] == 4
-    resumed = train_prior(clips, SPACE, AUDIO, _tcfg(**short), cfg, out, log=lambda m: None)
+    short = _tcfg(steps=8, **aug)
+    ref = train_prior(clips, SPACE, AUDIO, short, cfg, tmp_path / "ref.pt", log=lambda m: None)
+    resumed = interrupted_then_resumed(clips, short, cfg, tmp_path / "part.pt", monkeypatch)
     for (k, v), (_, w) in zip(ref.state_dict().items(), resumed.state_dict().items()):
         assert torch.allclose(v, w, atol=1e-6), k
     assert full.cfg.members == 2

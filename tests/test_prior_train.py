@@ -90,27 +90,32 @@ def test_global_batch_is_history_free_and_reference_disjoint():
         assert 0 <= s <= 160 - 32 and 0 <= r <= 160 - 40
 
 
-def test_resume_continues_exactly(tmp_path, monkeypatch):
+def interrupted_then_resumed(clips, tcfg, mcfg, out, monkeypatch, logs=None):
+    """Train into `out`, the process dying during step 6 (a checkpoint every 4 steps), then rerun the
+    same training: -> the resumed prior (the training state had step 4 when it died)."""
     import avatar.prior.trainer as trainer
 
-    clips = _clips(3)
-    full = train_prior(clips, SPACE, AUDIO, _tcfg(steps=8), TINY, tmp_path / "full.pt", log=lambda m: None)
-    out = tmp_path / "part.pt"
-    orig, calls = trainer.lr_at, []
+    orig = trainer.lr_at
 
-    def dying_lr_at(step, cfg):                                           # the process dies during step 6
-        calls.append(step)
+    def dying_lr_at(step, cfg):
         if step == 6:
             raise KeyboardInterrupt
         return orig(step, cfg)
 
     monkeypatch.setattr(trainer, "lr_at", dying_lr_at)
     with pytest.raises(KeyboardInterrupt):
-        train_prior(clips, SPACE, AUDIO, _tcfg(steps=8), TINY, out, log=lambda m: None)
+        train_prior(clips, SPACE, AUDIO, tcfg, mcfg, out, log=lambda m: None)
     monkeypatch.setattr(trainer, "lr_at", orig)
     assert not out.exists() and torch.load(train_state_path(out), weights_only=True)["train_state"]["step"] == 4
+    return train_prior(clips, SPACE, AUDIO, tcfg, mcfg, out, log=(logs.append if logs is not None else lambda m: None))
+
+
+def test_resume_continues_exactly(tmp_path, monkeypatch):
+    clips = _clips(3)
+    full = train_prior(clips, SPACE, AUDIO, _tcfg(steps=8), TINY, tmp_path / "full.pt", log=lambda m: None)
+    out = tmp_path / "part.pt"
     logs = []
-    resumed = train_prior(clips, SPACE, AUDIO, _tcfg(steps=8), TINY, out, log=logs.append)
+    resumed = interrupted_then_resumed(clips, _tcfg(steps=8), TINY, out, monkeypatch, logs)
     assert any("resumed" in m and "step 4" in m for m in logs)
     for (k, v), (_, w) in zip(full.state_dict().items(), resumed.state_dict().items()):
         assert torch.allclose(v, w, atol=1e-6), k
@@ -122,8 +127,6 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
 def test_ema_weights_are_saved_and_resume_exactly(tmp_path, monkeypatch):
     """--train.ema: the prior carries the moving average of the weights, the training state the last step's
     (and the average, so a resumed run ends with the same prior)."""
-    import avatar.prior.trainer as trainer
-
     clips = _clips(3)
     full = train_prior(clips, SPACE, AUDIO, _tcfg(steps=8, ema=0.8), TINY, tmp_path / "full.pt", log=lambda m: None)
     last = torch.load(train_state_path(tmp_path / "full.pt"), weights_only=True)
@@ -134,19 +137,7 @@ def test_ema_weights_are_saved_and_resume_exactly(tmp_path, monkeypatch):
     assert diff > 1e-4 and MotionPrior.load(tmp_path / "full.pt").meta["ema"] == 0.8
     for k, v in MotionPrior.load(tmp_path / "full.pt").net.state_dict().items():
         assert torch.equal(v, full.net.state_dict()[k]), k                # the saved prior: the average
-    out = tmp_path / "part.pt"
-    orig = trainer.lr_at
-
-    def dying_lr_at(step, cfg):
-        if step == 6:
-            raise KeyboardInterrupt
-        return orig(step, cfg)
-
-    monkeypatch.setattr(trainer, "lr_at", dying_lr_at)
-    with pytest.raises(KeyboardInterrupt):
-        train_prior(clips, SPACE, AUDIO, _tcfg(steps=8, ema=0.8), TINY, out, log=lambda m: None)
-    monkeypatch.setattr(trainer, "lr_at", orig)
-    resumed = train_prior(clips, SPACE, AUDIO, _tcfg(steps=8, ema=0.8), TINY, out, log=lambda m: None)
+    resumed = interrupted_then_resumed(clips, _tcfg(steps=8, ema=0.8), TINY, tmp_path / "part.pt", monkeypatch)
     for k, v in full.net.state_dict().items():
         assert torch.allclose(resumed.net.state_dict()[k], v, atol=1e-6), k
     with pytest.raises(ValueError, match="ema"):
