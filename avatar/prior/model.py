@@ -245,7 +245,7 @@ class MotionPriorNet(nn.Module):
 
 class PriorEnsemble(nn.Module):
     """cfg.members MotionPriorNet of one config (each initialised on its own); forward -> the mean of
-    their outputs (the same dict as MotionPriorNet), members(...) -> each one's."""
+    their outputs (the same dict as MotionPriorNet; MotionPrior.member_forward runs one member)."""
 
     def __init__(self, cfg: MotionPriorConfig):
         super().__init__()
