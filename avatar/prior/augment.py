@@ -14,16 +14,23 @@ from __future__ import annotations
 import torch
 
 
+def _lerp(x: torch.Tensor, pos: torch.Tensor, dim: int) -> torch.Tensor:
+    """x sampled at fractional indices pos [P] (within [0, n - 1]) along `dim` by linear interpolation."""
+    n = x.shape[dim]
+    lo = pos.floor().long().clamp(max=n - 1)
+    hi = (lo + 1).clamp(max=n - 1)
+    shape = [1] * x.ndim
+    shape[dim] = len(pos)
+    frac = (pos - lo.float()).to(x.dtype if x.dtype.is_floating_point else torch.float32).reshape(shape)
+    return x.index_select(dim, lo) * (1 - frac) + x.index_select(dim, hi) * frac
+
+
 def warp_mel(feats: torch.Tensor, factor: float) -> torch.Tensor:
     """feats [T, D] log-mel -> [T, D] with the mel axis stretched by `factor` (> 1 moves content to
     higher bands, as a shorter vocal tract): band f takes the linear interpolation at f / factor,
     clamped to the edge bands."""
     d = feats.shape[-1]
-    src = (torch.arange(d, dtype=torch.float32) / factor).clamp(0, d - 1)
-    lo = src.floor().long().clamp(max=d - 1)
-    hi = (lo + 1).clamp(max=d - 1)
-    frac = (src - lo.float()).to(feats)
-    return feats[..., lo] * (1 - frac) + feats[..., hi] * frac
+    return _lerp(feats, (torch.arange(d, dtype=torch.float32) / factor).clamp(0, d - 1), feats.ndim - 1)
 
 
 def augment_feats(feats: torch.Tensor, seed: int, warp: float, mask_bands: int) -> torch.Tensor:
@@ -61,9 +68,4 @@ def resample_frames(x: torch.Tensor, frames: int) -> torch.Tensor:
     n = x.shape[0]
     if n == frames:
         return x
-    pos = torch.linspace(0, n - 1, frames)
-    lo = pos.floor().long().clamp(max=n - 1)
-    hi = (lo + 1).clamp(max=n - 1)
-    frac = (pos - lo.float()).to(x.dtype if x.dtype.is_floating_point else torch.float32)
-    frac = frac.reshape((frames,) + (1,) * (x.ndim - 1))
-    return x[lo] * (1 - frac) + x[hi] * frac
+    return _lerp(x, torch.linspace(0, n - 1, frames), 0)

@@ -368,7 +368,11 @@ class MotionPrior(nn.Module):
     def forward(self, feats: torch.Tensor, pitch: Optional[torch.Tensor], style: Optional[torch.Tensor] = None
                 ) -> Dict[str, torch.Tensor]:
         """feats [B, T, Da] raw, pitch [B, T, 3] raw -> dict of network outputs (normalised)."""
-        return self.net(self.norm_audio(feats), None if pitch is None or not self.cfg.pitch_dim else self.norm_pitch(pitch), style)
+        return self.net(*self._net_inputs(feats, pitch), style)
+
+    def _net_inputs(self, feats: torch.Tensor, pitch: Optional[torch.Tensor]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Raw (feats, pitch) -> the normalised inputs of the network (pitch None when it takes none)."""
+        return self.norm_audio(feats), None if pitch is None or not self.cfg.pitch_dim else self.norm_pitch(pitch)
 
     @property
     def member_nets(self) -> List[nn.Module]:
@@ -378,8 +382,7 @@ class MotionPrior(nn.Module):
     def member_forward(self, i: int, feats: torch.Tensor, pitch: Optional[torch.Tensor],
                        style: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """As forward, for ensemble member i alone (training gives each member its own batch and loss)."""
-        return self.member_nets[i](self.norm_audio(feats),
-                                   None if pitch is None or not self.cfg.pitch_dim else self.norm_pitch(pitch), style)
+        return self.member_nets[i](*self._net_inputs(feats, pitch), style)
 
     def personalise(self, deviation: torch.Tensor, mean=None, std=None) -> torch.Tensor:
         """Absolute motion codes [T, M] from predicted deviations: mean (the person's mean codes [M], or

@@ -289,11 +289,13 @@ def _collate(clips: List[PriorClip], items, window: int, ref: int, dev: torch.de
     def stack(get):
         return torch.stack([get(clips[ci], s, r) for ci, s, r, *_ in items]).to(dev)
 
-    def target(name: str):   # [B, window, ...] of the sample windows, speed-perturbed (tcfg.speed)
+    # each sample's source span: window x its speed factor (tcfg.speed), cut at the clip's end
+    spans = [(clips[ci], s, min(max(2, round(window * stretch_rate(seed, tcfg.speed))), clips[ci].num_frames - s), seed)
+             for ci, s, _, _, seed in items]
+
+    def target(name: str):   # [B, window, ...] of the sample windows, resampled from their spans
         out = []
-        for ci, s, _, _, seed in items:
-            c = clips[ci]
-            n = min(max(2, round(window * stretch_rate(seed, tcfg.speed))), c.num_frames - s)
+        for c, s, n, seed in spans:
             x = resample_frames(getattr(c, name)[s:s + n], window)
             out.append(augment_feats(x, seed, tcfg.vtlp, tcfg.freq_mask) if name == "feats" else x)
         return torch.stack(out).to(dev)
