@@ -144,7 +144,10 @@ def test_native_noise_filter_keeps_real_errors(capfd):
         os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
         os.write(2, b"W0000 00:00:1796192618.331711    8324 inference_feedback_manager.cc:114] Feedback ...\n")
         os.write(2, b"E0000 00:00:1796192618.331711    8324 model.cc:1] a real error\n")
-        print("a python warning", file=sys.stderr, flush=True)
+        # one write: under capfd sys.stderr bypasses fd 2, so print's separate text and "\n" writes could
+        # interleave with the filter thread's forwarded lines
+        sys.stderr.write("a python warning\n")
+        sys.stderr.flush()
     err = capfd.readouterr().err
     assert sorted(err.splitlines()) == ["E0000 00:00:1796192618.331711    8324 model.cc:1] a real error",
                                         "a python warning"]
